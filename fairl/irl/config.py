@@ -1,0 +1,90 @@
+"""FitConfig: every knob of FA-IRL and standard IRL, validated, each with a one-line doc."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic.dataclasses import dataclass
+
+from fairl.config import STRICT
+
+
+@dataclass(config=STRICT)
+class FitConfig:
+    """One IRL fit. Standard IRL: failure_mode="none", dual_path=False."""
+
+    objective: Literal["max_margin", "max_entropy"] = Field(
+        "max_margin", description="base objective: hinge on margins, or Bradley-Terry log-loss")
+    M: float = Field(1.0, gt=0, description="margin every pair must reach (max-margin)")
+    tau: float = Field(1.0, gt=0, description="temperature of the base log-loss (max-entropy)")
+    M_fail: float = Field(2.0, gt=0, description="stricter margin for failure pairs; >= M")
+    tau_fail: float = Field(0.5, gt=0, description="sharper temperature for failure pairs; <= tau")
+    failure_mode: Literal["margin", "ground_truth", "none"] = Field(
+        "margin", description="how failures F_t are found: Δ < γ_t, disagreement with r*, or off")
+    dual_path: bool = Field(True, description="R = R_D + R_F with a failure head; False: R = R_D")
+    fail_grad_to_base: bool = Field(
+        False, description="failure loss also moves θ_D; default: only the failure head θ_F")
+    gamma_start: float = Field(0.0, description="failure threshold γ_0 on the margin Δ (round 0)")
+    gamma_end: float = Field(1.0, description="failure threshold at the last round; >= gamma_start")
+    gamma_shape: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="how γ_t moves from gamma_start to gamma_end")
+    lambda0: float = Field(10.0, ge=0, description="failure-loss weight λ_0")
+    lambda_decay: float = Field(0.03, ge=0, description="λ_t = λ_0 exp(-lambda_decay t)")
+    lambda_fixed: bool = Field(False, description="keep λ_t = λ_0 every round (ablation)")
+    p0: float = Field(0.2, ge=0, le=1, description="failure sampling rate p_t at round 0")
+    p_end: float = Field(0.0, ge=0, le=1, description="failure sampling rate at the last round")
+    failure_budget: Literal["of_failures", "of_batch"] = Field(
+        "of_failures", description="|S_t| = ceil(p_t |F_t|), or min(|F_t|, ceil(p_t batch))")
+    failure_sampling: Literal["random", "hardest"] = Field(
+        "random", description="which failures fill S_t: uniform draw, or lowest margins")
+    l2_fail: float = Field(1e-3, ge=0, description="α of the L2 penalty α‖θ_F‖² on the failure head")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="torch optimiser")
+    lr: float = Field(0.05, gt=0, description="learning rate")
+    rounds: int = Field(100, ge=1, description="training rounds (full passes over the pairs)")
+    batch_size: int | None = Field(None, ge=1, description="pairs per step; None = full batch")
+    seed: int = Field(0, ge=0, description="seed of the head init and failure sampling")
+    device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, value: str) -> str:
+        try:
+            device = torch.device(value)
+        except RuntimeError:
+            raise ValueError("not a torch device name (try cpu or cuda:0)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("CUDA is not available on this machine")
+        return value
+
+    # Field validators (not a model validator) so each error is reported under its field;
+    # fields validate in declaration order, so M, tau and gamma_start are already in info.data.
+    @field_validator("M_fail")
+    @classmethod
+    def _M_fail_stricter(cls, value: float, info: ValidationInfo) -> float:
+        if "M" in info.data and value < info.data["M"]:
+            raise ValueError(f"must be >= M ({info.data['M']}): failures get a stricter margin")
+        return value
+
+    @field_validator("tau_fail")
+    @classmethod
+    def _tau_fail_sharper(cls, value: float, info: ValidationInfo) -> float:
+        if "tau" in info.data and value > info.data["tau"]:
+            raise ValueError(f"must be <= tau ({info.data['tau']}): failures get a sharper loss")
+        return value
+
+    @field_validator("gamma_end")
+    @classmethod
+    def _gamma_tightens(cls, value: float, info: ValidationInfo) -> float:
+        start = info.data.get("gamma_start")
+        if start is not None and value < start:
+            raise ValueError(f"must be >= gamma_start ({start}): the criterion tightens over rounds")
+        return value
+
+    @property
+    def method(self) -> str:
+        """Short name: standard_irl, fa_irl, or the ablation this config is."""
+        if self.failure_mode == "none":
+            return "standard_irl" if not self.dual_path else "dual_path_no_failures"
+        return "fa_irl" if self.dual_path else "failure_reweight_no_rf"

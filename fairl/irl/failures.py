@@ -1,0 +1,43 @@
+"""Failure finders (which pairs R gets wrong or nearly wrong) and the sampled set S_t."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def margin_failures(margins: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Self-supervised failures: F_t = {i : Δ_i < γ_t}. Returns a bool mask."""
+    return margins < gamma
+
+
+def ground_truth_failures(margins: torch.Tensor, gt_margins: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Supervised failures: r* orders pair i as labelled (Δ*_i > 0) but R does not clear γ_t.
+
+    Pairs r* orders the other way are never failures: pushing them harder toward the label
+    would fight the ground truth.
+    """
+    return (gt_margins > 0) & (margins < gamma)
+
+
+def failure_budget(n_failures: int, batch_size: int, p: float, budget: str) -> int:
+    """|S_t|: ceil(p |F_t|) ("of_failures"), or min(|F_t|, ceil(p · batch)) ("of_batch")."""
+    if budget == "of_failures":
+        return math.ceil(p * n_failures)
+    if budget == "of_batch":
+        return min(n_failures, math.ceil(p * batch_size))
+    raise ValueError(f"unknown failure budget {budget!r}")
+
+
+def sample_failures(failure_mask: torch.Tensor, margins: torch.Tensor, k: int, how: str,
+                    generator: torch.Generator) -> torch.Tensor:
+    """Indices of S_t: k failures drawn uniformly ("random") or with the lowest margins."""
+    failures = failure_mask.nonzero().squeeze(1)
+    if k >= len(failures):
+        return failures
+    if how == "random":
+        return failures[torch.randperm(len(failures), generator=generator)[:k]]
+    if how == "hardest":
+        return failures[margins[failures].topk(k, largest=False).indices]
+    raise ValueError(f"unknown failure sampling {how!r}")

@@ -1,0 +1,76 @@
+"""How well a recovered reward matches: classification of outputs, pair order, STARC to r*."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+
+def classification_metrics(r_T: np.ndarray, r_NT: np.ndarray) -> dict[str, float]:
+    """Label outputs by source (aligned = 1, base = 0) and score them by the reward.
+
+    Threshold = midpoint of the two classes' mean scores (DESIGN.md: "midpoint of the
+    scores"); accuracy and F1 at it, ROC-AUC without one, and pairwise accuracy = the
+    fraction of pairs whose aligned output scores strictly higher.
+    """
+    r_T = np.asarray(r_T, dtype=np.float64)
+    r_NT = np.asarray(r_NT, dtype=np.float64)
+    if r_T.shape != r_NT.shape or r_T.ndim != 1 or len(r_T) == 0:
+        raise ValueError(f"r_T {r_T.shape} and r_NT {r_NT.shape} must be equal, non-empty (n,)")
+    scores = np.concatenate([r_T, r_NT])
+    labels = np.concatenate([np.ones(len(r_T), int), np.zeros(len(r_NT), int)])
+    threshold = (r_T.mean() + r_NT.mean()) / 2
+    predicted = (scores > threshold).astype(int)
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        "roc_auc": float(roc_auc_score(labels, scores)),
+        "pairwise_accuracy": float(np.mean(r_T > r_NT)),
+    }
+
+
+def _canonicalise(rewards: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Subtract the mean (per group when given: potential shaping per prompt), L2-normalise."""
+    if groups is None:
+        centred = rewards - rewards.mean()
+    else:
+        _, codes = np.unique(groups, return_inverse=True)
+        sums = np.bincount(codes, weights=rewards)
+        counts = np.bincount(codes)
+        centred = rewards - (sums / counts)[codes]
+    norm = np.linalg.norm(centred)
+    # A constant reward has no direction: STARC canonicalises it to zero (distance 0.5).
+    return centred / norm if norm > 1e-12 * max(1.0, np.abs(rewards).max()) else centred * 0
+
+
+def starc(r_pred: np.ndarray, r_true: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """STARC distance in [0, 1]: half the L2 distance of the canonicalised, normalised rewards.
+
+    0 = same reward up to a positive scale and (per-group) shift; 1 = the negation.
+    Without groups it equals sqrt((1 - ρ) / 2), ρ the Pearson correlation.
+    """
+    r_pred = np.asarray(r_pred, dtype=np.float64)
+    r_true = np.asarray(r_true, dtype=np.float64)
+    if r_pred.shape != r_true.shape or r_pred.ndim != 1:
+        raise ValueError(f"r_pred {r_pred.shape} and r_true {r_true.shape} must be equal (m,)")
+    if groups is not None and len(groups) != len(r_pred):
+        raise ValueError(f"groups has {len(groups)} entries, rewards have {len(r_pred)}")
+    distance = 0.5 * np.linalg.norm(_canonicalise(r_pred, groups) - _canonicalise(r_true, groups))
+    return float(min(max(distance, 0.0), 1.0))
+
+
+def evaluate_reward(reward, pairs) -> dict[str, float]:
+    """All metrics of reward function `reward(h) -> (m,)` on `fairl.worlds.Pairs`.
+
+    STARC compares R with r* over every output of the pairs, grouped by prompt when the
+    pairs know their prompts (rewards equal up to per-prompt shaping are equivalent).
+    """
+    r_T, r_NT = reward(pairs.h_T), reward(pairs.h_NT)
+    metrics = classification_metrics(r_T, r_NT)
+    if pairs.gt_T is not None and pairs.gt_NT is not None:
+        groups = None
+        if pairs.prompt_ids is not None:
+            groups = np.concatenate([pairs.prompt_ids, pairs.prompt_ids])
+        metrics["starc"] = starc(np.concatenate([r_T, r_NT]),
+                                 np.concatenate([pairs.gt_T, pairs.gt_NT]), groups)
+    return metrics
