@@ -58,3 +58,45 @@ class World:
     test: Pairs
     dataset_hash: str
     info: dict = dataclasses.field(default_factory=dict)
+
+
+def _planted(options: dict) -> World:
+    from fairl.data.planted import PlantedConfig, make_planted
+
+    return make_planted(PlantedConfig(**options))
+
+
+def _planted_options(options: dict, where: str) -> None:
+    from fairl.config import build
+    from fairl.data.planted import PlantedConfig
+
+    build(PlantedConfig, options, where)
+
+
+# name -> (loader(options) -> World, checker(options, where) raising ConfigError)
+WORLDS = {
+    "planted": (_planted, _planted_options),
+}
+
+_loaded: dict[str, World] = {}
+
+
+def check_world_options(name: str, options: dict, where: str) -> None:
+    """Validate a world's options without loading it (errors name `where`.field)."""
+    WORLDS[name][1](options, where)
+
+
+def load_world(name: str, options: dict | None = None) -> World:
+    """Load a world by name; memoised per (name, options) within the process."""
+    import json
+
+    from fairl.config import ConfigError
+
+    if name not in WORLDS:
+        raise ConfigError(f"world.name: unknown world {name!r}; known: {', '.join(WORLDS)}")
+    options = options or {}
+    key = f"{name}:{json.dumps(options, sort_keys=True, default=str)}"
+    if key not in _loaded:
+        check_world_options(name, options, "world.options")
+        _loaded[key] = WORLDS[name][0](options)
+    return _loaded[key]
