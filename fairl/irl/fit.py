@@ -4,9 +4,10 @@ Reward heads are linear in the frozen embedding h(o):
     R_D(o) = θ_D·h(o) + b_D,   R_F(o) = θ_F·h(o) + b_F,   R = R_D + R_F.
 Every loss depends on pair margins Δ_i = R(o_T,i) - R(o_NT,i) = θ·(h_T,i - h_NT,i), so the
 biases cancel (they keep their Kaiming-uniform init) and the fit runs on the difference
-matrix, built once: one matrix-vector product per head forward and one backward per step
-(matrix-vector, not a skinny (n, d) @ (d, 2) matmul: MKL's sgemm for that shape was 3-300x
-slower here, worst when the other core is busy).
+matrix, built once: per step one matrix-vector product per head forward, one backward for
+θ_D, and for θ_F a backward over the sampled failure rows only. (Matrix-vector, not a skinny
+(n, d) @ (d, 2) matmul: MKL's sgemm for that shape was 3-300x slower here, worst when the
+other core is busy.)
 
 Round t:  γ_t, λ_t, p_t from the schedules
           F_t = failures of the current R (margin: Δ < γ_t; ground truth: r* agrees, R doesn't)
@@ -49,6 +50,7 @@ class FAIRLLoss(NamedTuple):
     base: torch.Tensor
     fail: torch.Tensor
     l2: torch.Tensor
+    margins: torch.Tensor  # (b,) Δ under the full R at this step (detached)
     failure_mask: torch.Tensor  # (b,) bool, F_t within the batch
     sampled: torch.Tensor  # (|S_t|,) indices into the batch
 
@@ -70,33 +72,42 @@ def find_failures(margins: torch.Tensor, config: FitConfig, gamma: float,
     return torch.zeros_like(margins, dtype=torch.bool)
 
 
-def fa_irl_loss(head_margins: torch.Tensor, theta_F: torch.Tensor | None, config: FitConfig, *,
+def fa_irl_loss(diffs: torch.Tensor, weights: torch.Tensor, config: FitConfig, *,
                 gamma: float, lam: float, p: float, gt_margins: torch.Tensor | None,
                 generator: torch.Generator) -> FAIRLLoss:
-    """L_t = L_base + λ_t L_fail(S_t) + α‖θ_F‖² for head margins (heads, b) of one batch."""
-    margin_D = head_margins[0]
+    """L_t = L_base + λ_t L_fail(S_t) + α‖θ_F‖² for one batch.
+
+    diffs: (b, d) rows h_T - h_NT; weights: (heads, d) = [θ_D] or [θ_D, θ_F].
+    """
+    margin_D = diffs.mv(weights[0])  # (b,)
     if config.dual_path:
-        margin_F = head_margins[1]
+        theta_F = weights[1]
+        margin_F = diffs.mv(theta_F.detach())  # θ_F gets no gradient from the base loss
         margins = margin_D + margin_F
-        base_margins = margin_D + margin_F.detach()  # θ_F gets no gradient from the base loss
         l2 = l2_penalty(theta_F, config.l2_fail)
     else:
-        margins = base_margins = margin_D
+        margins = margin_D
         l2 = margin_D.new_zeros(())
-    base = objective_loss(base_margins, config, strict=False)
-    failure_mask = find_failures(margins.detach(), config, gamma, gt_margins)
+    base = objective_loss(margins, config, strict=False)
+    margins = margins.detach()
+    failure_mask = find_failures(margins, config, gamma, gt_margins)
     k = failure_budget(int(failure_mask.sum()), len(margins), p, config.failure_budget)
     if k > 0 and lam > 0:
-        sampled = sample_failures(failure_mask, margins.detach(), k, config.failure_sampling,
-                                  generator)
-        # The failure loss sees R_D + R_F but, by default, moves only θ_F: the correction head.
-        fail_margins = margins if config.fail_grad_to_base or not config.dual_path \
-            else margin_D.detach() + margin_F
-        fail = objective_loss(fail_margins[sampled], config, strict=True)
+        sampled = sample_failures(failure_mask, margins, k, config.failure_sampling, generator)
+        # The failure loss sees R = R_D + R_F; by default only θ_F (the correction head) learns
+        # from it. Its gradient needs only the sampled rows, not a pass over all of diffs.
+        fail_D = margin_D[sampled]
+        if config.dual_path:
+            if not config.fail_grad_to_base:
+                fail_D = fail_D.detach()
+            fail_margins = fail_D + diffs[sampled].mv(theta_F)
+        else:
+            fail_margins = fail_D
+        fail = objective_loss(fail_margins, config, strict=True)
     else:
-        sampled = torch.zeros(0, dtype=torch.long)
+        sampled = torch.zeros(0, dtype=torch.long, device=margins.device)
         fail = margins.new_zeros(())
-    return FAIRLLoss(base + lam * fail + l2, base, fail, l2, failure_mask, sampled)
+    return FAIRLLoss(base + lam * fail + l2, base, fail, l2, margins, failure_mask, sampled)
 
 
 def init_heads(d: int, n_heads: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,11 +226,9 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
         round_margins = []
         for batch in _batches(n, config.batch_size, generator, device):
             batch_diffs = diffs if batch is None else diffs[batch]
-            head_margins = torch.stack([batch_diffs.mv(theta) for theta in weights])  # (heads, b)
             gt_batch = gt_margins if gt_margins is None or batch is None else gt_margins[batch]
-            terms = fa_irl_loss(
-                head_margins, weights[1] if config.dual_path else None, config,
-                gamma=gamma, lam=lam, p=p, gt_margins=gt_batch, generator=generator)
+            terms = fa_irl_loss(batch_diffs, weights, config, gamma=gamma, lam=lam, p=p,
+                                gt_margins=gt_batch, generator=generator)
             if not torch.isfinite(terms.total):
                 raise FitDiverged(
                     f"loss is {terms.total.item()} at round {t} (base={terms.base.item():.4g}, "
@@ -228,7 +237,7 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
-            share = head_margins.shape[1] / n
+            share = len(terms.margins) / n
             record["loss"] += terms.total.item() * share
             record["loss_base"] += terms.base.item() * share
             record["loss_fail"] += terms.fail.item() * share
@@ -239,7 +248,7 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
                 failure_counts += terms.failure_mask
             else:
                 failure_counts[batch] += terms.failure_mask
-            round_margins.append(head_margins.detach().sum(dim=0))
+            round_margins.append(terms.margins)
         margins = torch.cat(round_margins)
         record.update(margin_mean=margins.mean().item(), margin_min=margins.min().item(),
                       train_pairwise_accuracy=(margins > 0).float().mean().item())

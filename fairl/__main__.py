@@ -1,0 +1,5 @@
+import sys
+
+from fairl.cli import main
+
+sys.exit(main())

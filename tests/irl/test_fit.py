@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+import torch
+
+from fairl.data.planted import PlantedConfig, make_planted
+from fairl.irl import FitConfig, FitDiverged, FitResult, fa_irl_loss, fit
+from fairl.irl.fit import init_heads
+from fairl.metrics import evaluate_reward
+
+STANDARD = dict(failure_mode="none", dual_path=False)
+FA_IRL = dict(failure_mode="margin", dual_path=True)
+
+
+@pytest.fixture(scope="module")
+def clean_world():
+    return make_planted(PlantedConfig(n_train=4000, n_test=2000, d=64, seed=0))
+
+
+def _batch(seed=0, n=50, d=8):
+    rng = np.random.default_rng(seed)
+    diffs = torch.from_numpy(rng.standard_normal((n, d)).astype(np.float32))
+    weights = init_heads(d, 2, torch.Generator().manual_seed(seed))[0].requires_grad_()
+    return diffs, weights
+
+
+def _loss(diffs, weights, config, **kw):
+    args = dict(gamma=0.5, lam=10.0, p=1.0, gt_margins=None, generator=torch.Generator())
+    args.update(kw)
+    return fa_irl_loss(diffs, weights, config, **args)
+
+
+def test_failure_head_gets_no_gradient_from_the_base_loss():
+    diffs, weights = _batch()
+    terms = _loss(diffs, weights, FitConfig(**FA_IRL))
+    terms.base.backward()
+    assert torch.all(weights.grad[1] == 0)
+    assert weights.grad[0].abs().sum() > 0
+
+
+def test_loss_terms_hand_computed():
+    diffs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    weights = torch.tensor([[0.5, 0.2], [0.1, -0.4]], requires_grad=True)
+    # margins R = R_D + R_F: [0.6, -0.2, -0.6]; failures below γ=0: pairs 1 and 2
+    config = FitConfig(M=1.0, M_fail=2.0, l2_fail=0.1)
+    terms = _loss(diffs, weights, config, gamma=0.0, lam=3.0, p=1.0)
+    assert terms.failure_mask.tolist() == [False, True, True]
+    assert terms.base.item() == pytest.approx((0.4 + 1.2 + 1.6) / 3)
+    assert terms.fail.item() == pytest.approx((2.2 + 2.6) / 2)
+    assert terms.l2.item() == pytest.approx(0.1 * (0.01 + 0.16))
+    assert terms.total.item() == pytest.approx(terms.base.item() + 3 * 2.4 + 0.017)
+
+
+def test_failure_loss_moves_only_the_failure_head_by_default():
+    diffs, weights = _batch()
+    terms = _loss(diffs, weights, FitConfig(**FA_IRL))
+    assert len(terms.sampled) > 0
+    terms.fail.backward()
+    assert torch.all(weights.grad[0] == 0)
+    assert weights.grad[1].abs().sum() > 0
+
+
+def test_fail_grad_to_base_lets_the_failure_loss_move_both_heads():
+    diffs, weights = _batch()
+    terms = _loss(diffs, weights, FitConfig(**FA_IRL, fail_grad_to_base=True))
+    terms.fail.backward()
+    assert weights.grad[0].abs().sum() > 0 and weights.grad[1].abs().sum() > 0
+
+
+def test_without_failures_theta_F_changes_only_by_its_l2_term():
+    rng = np.random.default_rng(1)
+    h_T, h_NT = rng.standard_normal((200, 16)), rng.standard_normal((200, 16))
+    lr, alpha, rounds = 0.1, 0.05, 3
+    config = FitConfig(failure_mode="none", dual_path=True, optimizer="sgd", lr=lr,
+                       l2_fail=alpha, rounds=rounds, seed=4)
+    result = fit(h_T, h_NT, config)
+    theta_F0 = init_heads(16, 2, torch.Generator().manual_seed(4))[0][1].numpy()
+    # SGD on α‖θ‖²: θ <- θ (1 - 2 lr α) each round, nothing else
+    np.testing.assert_allclose(result.theta_F, theta_F0 * (1 - 2 * lr * alpha) ** rounds, rtol=1e-5)
+    assert all(record["n_sampled"] == 0 for record in result.history)
+
+
+def test_ground_truth_mode_finds_failures_from_r_star(clean_world):
+    train = clean_world.train
+    config = FitConfig(failure_mode="ground_truth", rounds=5)
+    result = fit(train.h_T, train.h_NT, config, train.gt_T, train.gt_NT)
+    assert result.history[0]["n_failures"] > 0
+    with pytest.raises(ValueError, match="gt_T"):
+        fit(train.h_T, train.h_NT, config)
+
+
+@pytest.mark.parametrize("objective", ["max_margin", "max_entropy"])
+@pytest.mark.parametrize("method", [STANDARD, FA_IRL], ids=["standard", "fa_irl"])
+def test_recovers_the_planted_reward(clean_world, objective, method):
+    train = clean_world.train
+    result = fit(train.h_T, train.h_NT, FitConfig(objective=objective, **method))
+    metrics = evaluate_reward(result.reward, clean_world.test)
+    assert metrics["starc"] < 0.05
+    assert metrics["pairwise_accuracy"] > 0.97
+
+
+def test_bit_identical_for_the_same_seed(clean_world):
+    train = clean_world.train.subset(np.arange(1000))
+    config = FitConfig(rounds=20, batch_size=256, seed=3)
+    first, second = fit(train.h_T, train.h_NT, config), fit(train.h_T, train.h_NT, config)
+    assert np.array_equal(first.reward(train.h_T), second.reward(train.h_T))
+    assert first.history == second.history
+    other = fit(train.h_T, train.h_NT, FitConfig(rounds=20, batch_size=256, seed=4))
+    assert not np.array_equal(first.reward(train.h_T), other.reward(train.h_T))
+
+
+def test_history_has_a_record_per_round(clean_world):
+    train = clean_world.train.subset(np.arange(500))
+    result = fit(train.h_T, train.h_NT, FitConfig(rounds=7))
+    assert [r["round"] for r in result.history] == list(range(7))
+    assert {"loss", "loss_base", "loss_fail", "loss_l2", "n_failures", "n_sampled", "gamma",
+            "lam", "p", "margin_mean", "margin_min"} <= set(result.history[0])
+    assert result.history[0]["p"] == pytest.approx(0.2) and result.history[-1]["p"] == 0.0
+    assert result.failure_counts.shape == (500,)
+    assert result.failure_counts.sum() == sum(r["n_failures"] for r in result.history)
+
+
+def test_reward_is_the_sum_of_the_two_paths(clean_world):
+    train = clean_world.train.subset(np.arange(300))
+    result = fit(train.h_T, train.h_NT, FitConfig(rounds=5))
+    h = clean_world.test.h_T[:10]
+    np.testing.assert_allclose(result.reward(h), result.reward_D(h) + result.reward_F(h), rtol=1e-6)
+    standard = fit(train.h_T, train.h_NT, FitConfig(rounds=5, **STANDARD))
+    assert np.all(standard.reward_F(h) == 0) and standard.theta_F is None
+
+
+def test_save_and_load_round_trip(tmp_path, clean_world):
+    train = clean_world.train.subset(np.arange(300))
+    result = fit(train.h_T, train.h_NT, FitConfig(rounds=5, objective="max_entropy"))
+    loaded = FitResult.load(result.save(tmp_path / "heads.npz"))
+    h = clean_world.test.h_T[:10]
+    assert np.array_equal(loaded.reward(h), result.reward(h))
+    assert loaded.config == result.config and loaded.history == result.history
+
+
+def test_divergence_raises_a_readable_error():
+    rng = np.random.default_rng(0)
+    h_T, h_NT = rng.standard_normal((50, 4)) * 1e18, rng.standard_normal((50, 4)) * 1e18
+    config = FitConfig(objective="max_entropy", optimizer="sgd", lr=1e30, rounds=10, **STANDARD)
+    with pytest.raises(FitDiverged, match="round"):
+        fit(h_T, h_NT, config)
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="must both be"):
+        fit(np.zeros((3, 2)), np.zeros((3, 3)), FitConfig())
+    with pytest.raises(ValueError, match="NaN"):
+        fit(np.full((3, 2), np.nan), np.zeros((3, 2)), FitConfig())

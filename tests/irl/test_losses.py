@@ -1,0 +1,39 @@
+import math
+
+import pytest
+import torch
+
+from fairl.irl import max_entropy_loss, max_margin_loss
+from fairl.irl.losses import l2_penalty
+
+
+def test_max_margin_loss_hand_computed():
+    margins = torch.tensor([2.0, 0.5, -1.0, 1.0])
+    # max(0, 1 - Δ): 0, 0.5, 2, 0 -> mean 0.625
+    assert max_margin_loss(margins, M=1.0).item() == pytest.approx(0.625)
+    # stricter margin M=2: 0, 1.5, 3, 1 -> mean 1.375
+    assert max_margin_loss(margins, M=2.0).item() == pytest.approx(1.375)
+
+
+def test_max_entropy_loss_hand_computed():
+    margins = torch.tensor([0.0, 2.0, -1.0])
+    expected = (math.log(2) + math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(1.0))) / 3
+    assert max_entropy_loss(margins, tau=1.0).item() == pytest.approx(expected, rel=1e-6)
+    # temperature 0.5 doubles the effective margins
+    expected_sharp = (math.log(2) + math.log(1 + math.exp(-4.0)) + math.log(1 + math.exp(2.0))) / 3
+    assert max_entropy_loss(margins, tau=0.5).item() == pytest.approx(expected_sharp, rel=1e-6)
+
+
+def test_max_entropy_is_stable_for_large_margins():
+    margins = torch.tensor([-1e4, 1e4])
+    assert max_entropy_loss(margins, tau=1.0).item() == pytest.approx(1e4 / 2)
+
+
+def test_empty_sets_give_zero():
+    empty = torch.zeros(0)
+    assert max_margin_loss(empty, 1.0).item() == 0.0
+    assert max_entropy_loss(empty, 1.0).item() == 0.0
+
+
+def test_l2_penalty():
+    assert l2_penalty(torch.tensor([3.0, 4.0]), alpha=0.1).item() == pytest.approx(2.5)
