@@ -74,8 +74,8 @@ def main() -> None:
         ("FA-IRL", FitConfig(rounds=args.rounds), 2),
     ]
     for name, config, heads in rows:
-        ours = best_of(args.repeats, lambda: timed_fit(config))
-        bare = best_of(args.repeats, lambda: bare_loop(diffs, heads, args.rounds))
+        ours = best_of(args.repeats, lambda c=config: timed_fit(c))
+        bare = best_of(args.repeats, lambda k=heads: bare_loop(diffs, k, args.rounds))
         print(f"{name:>13}: fit {ours:6.3f} s   bare torch loop ({heads} head) {bare:6.3f} s   "
               f"ratio {ours / bare:5.2f}")
     naive = best_of(args.repeats, lambda: bare_loop(diffs, 2, args.rounds, naive=True))

@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{len(world.test)} test pairs; metrics on the held-out test pairs")
     rows = {}
     for objective in ("max_margin", "max_entropy"):
-        for method, overrides in (("standard IRL", dict(failure_mode="none", dual_path=False)),
+        for method, overrides in (("standard IRL", {"failure_mode": "none", "dual_path": False}),
                                   ("FA-IRL", {})):
             config = FitConfig(objective=objective, **overrides)
             rows[f"{method} / {objective}"] = run_experiment(spec, config, world).test_metrics

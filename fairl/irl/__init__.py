@@ -7,7 +7,17 @@ from fairl.irl.losses import max_entropy_loss, max_margin_loss
 from fairl.irl.schedules import gamma_schedule, lambda_schedule, p_schedule
 
 __all__ = [
-    "FitConfig", "FitDiverged", "FitResult", "fa_irl_loss", "fit",
-    "max_margin_loss", "max_entropy_loss", "margin_failures", "ground_truth_failures",
-    "sample_failures", "gamma_schedule", "lambda_schedule", "p_schedule",
+    "FitConfig",
+    "FitDiverged",
+    "FitResult",
+    "fa_irl_loss",
+    "fit",
+    "gamma_schedule",
+    "ground_truth_failures",
+    "lambda_schedule",
+    "margin_failures",
+    "max_entropy_loss",
+    "max_margin_loss",
+    "p_schedule",
+    "sample_failures",
 ]

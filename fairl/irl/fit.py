@@ -221,8 +221,9 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
                                config.gamma_shape)
         lam = lambda_schedule(t, config.lambda0, config.lambda_decay, config.lambda_fixed)
         p = p_schedule(t, config.rounds, config.p0, config.p_end)
-        record = dict(round=t, gamma=gamma, lam=lam, p=p, loss=0.0, loss_base=0.0,
-                      loss_fail=0.0, loss_l2=0.0, n_failures=0, n_sampled=0)
+        record = {"round": t, "gamma": gamma, "lam": lam, "p": p, "loss": 0.0,
+                  "loss_base": 0.0, "loss_fail": 0.0, "loss_l2": 0.0, "n_failures": 0,
+                  "n_sampled": 0}
         round_margins = []
         for batch in _batches(n, config.batch_size, generator, device):
             batch_diffs = diffs if batch is None else diffs[batch]

@@ -7,8 +7,8 @@ from fairl.irl import FitConfig, FitDiverged, FitResult, fa_irl_loss, fit
 from fairl.irl.fit import init_heads
 from fairl.metrics import evaluate_reward
 
-STANDARD = dict(failure_mode="none", dual_path=False)
-FA_IRL = dict(failure_mode="margin", dual_path=True)
+STANDARD = {"failure_mode": "none", "dual_path": False}
+FA_IRL = {"failure_mode": "margin", "dual_path": True}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def _batch(seed=0, n=50, d=8):
 
 
 def _loss(diffs, weights, config, **kw):
-    args = dict(gamma=0.5, lam=10.0, p=1.0, gt_margins=None, generator=torch.Generator())
+    args = {"gamma": 0.5, "lam": 10.0, "p": 1.0, "gt_margins": None, "generator": torch.Generator()}
     args.update(kw)
     return fa_irl_loss(diffs, weights, config, **args)
 
