@@ -7,6 +7,7 @@ import sys
 
 from fairl import __version__
 from fairl.config import ConfigError
+from fairl.study import add_study_commands
 
 METRIC_ORDER = ["accuracy", "f1", "roc_auc", "pairwise_accuracy", "starc"]
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "default world and print their held-out metrics.")
     demo.add_argument("--world", help="world name (default: the embedded default world)")
     demo.set_defaults(handler=cmd_demo)
+    add_study_commands(commands)  # study run|list|status, ui, dashboard
     return parser
 
 
