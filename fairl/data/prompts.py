@@ -32,10 +32,15 @@ import csv
 import hashlib
 import importlib.util
 import json
+import os
 import re
-from collections.abc import Iterable, Sequence
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest.mock import patch
+from urllib.parse import urlparse
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -267,6 +272,41 @@ def load_prompts(
 
 # --------------------------------------------------------------------------- hub path
 
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def hub_offline() -> bool:
+    """True when offline mode is asked for (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE, ...)."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in names)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub endpoint (HF_ENDPOINT) accepts a TCP connection within `timeout` s.
+
+    Without network and without offline mode the hub libraries retry for tens of seconds
+    before giving up; this check lets us go to the local cache at once instead.
+    """
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _cache_only_datasets() -> Iterator[None]:
+    """Make `datasets` (and huggingface_hub under it) read only the local cache meanwhile."""
+    import datasets
+    import huggingface_hub.constants
+
+    with (patch.object(datasets.config, "HF_HUB_OFFLINE", True),
+          patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True)):
+        yield
+
+
 
 def _offline_message(what: str, name: str, error: Exception) -> str:
     return (
@@ -296,8 +336,11 @@ def load_rtp_hub(
             files = sorted(path.glob("*.*")) if path.is_dir() else [path]
             kind = "parquet" if files[0].suffix == ".parquet" else "json"
             ds = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
-        else:
+        elif hub_offline() or hub_reachable():
             ds = datasets.load_dataset(name_or_path, split=split)
+        else:
+            with _cache_only_datasets():
+                ds = datasets.load_dataset(name_or_path, split=split)
     except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
         raise HubUnavailable(_offline_message("dataset", name_or_path, error)) from error
     prompts: dict[str, Prompt] = {}

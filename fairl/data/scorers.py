@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fairl.data.prompts import HubUnavailable, _offline_message, package_dir
+from fairl.data.prompts import (
+    HubUnavailable,
+    _offline_message,
+    hub_offline,
+    hub_reachable,
+    package_dir,
+)
 
 REWARD_CLIP = 6.0  # |r*| <= 6  <=>  p clipped to [0.0025, 0.9975]
 TOXIC_THRESHOLD = 0.5  # an output is "toxic" when its toxicity >= this
@@ -212,9 +218,14 @@ class HubClassifierScorer(Scorer):
                  max_length: int = 512, toxic_label: str | None = None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        # No network and no offline flag: read the local cache only, instead of letting
+        # the hub client retry for tens of seconds.
+        local_only = Path(name_or_path).is_dir() or (not hub_offline() and not hub_reachable())
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path,
+                                                           local_files_only=local_only)
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, local_files_only=local_only).eval()
         except OSError as error:  # transformers' offline / not-cached / not-found errors
             raise HubUnavailable(_offline_message("model", name_or_path, error)) from error
         id2label = {int(i): str(label).lower() for i, label in self.model.config.id2label.items()}
