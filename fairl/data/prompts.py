@@ -309,13 +309,18 @@ def _cache_only_datasets() -> Iterator[None]:
 
 
 def _offline_message(what: str, name: str, error: Exception) -> str:
+    if what == "dataset":
+        how = (f"load it once on a machine with network access (`python -c \"import datasets; "
+               f"datasets.load_dataset('{name}')\"`), copy that machine's HF_HOME cache here and "
+               "point HF_HOME at it; or download its files (`huggingface-cli download "
+               f"--repo-type dataset {name} --local-dir DIR`) and pass DIR as a local path")
+    else:
+        how = (f"download it on a machine with network access (`huggingface-cli download {name}`), "
+               "copy the HF_HOME cache here and point HF_HOME at it; or pass a local directory")
     return (
-        f"cannot load {what} {name!r}: it is not in the local Hugging Face cache and the hub "
-        f"is unreachable or offline mode is on ({type(error).__name__}: {error}). "
-        "Download it on a machine with network access (e.g. "
-        f"`huggingface-cli download {name}{' --repo-type dataset' if what == 'dataset' else ''}`), "
-        "copy the cache and point HF_HOME at it, then keep HF_DATASETS_OFFLINE=1 / "
-        "HF_HUB_OFFLINE=1; or pass a local path instead of the hub name."
+        f"cannot load {what} {name!r}: it is not in the local Hugging Face cache and the hub is "
+        f"unreachable or offline mode is on ({type(error).__name__}: {error}). To use it, {how}. "
+        "Offline runs keep HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1."
     )
 
 
@@ -331,18 +336,24 @@ def load_rtp_hub(
     import datasets
 
     path = Path(name_or_path)
-    try:
-        if path.exists():
-            files = sorted(path.glob("*.*")) if path.is_dir() else [path]
-            kind = "parquet" if files[0].suffix == ".parquet" else "json"
-            ds = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
-        elif hub_offline() or hub_reachable():
-            ds = datasets.load_dataset(name_or_path, split=split)
-        else:
-            with _cache_only_datasets():
+    if path.exists():
+        files = [path]
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*")
+                           if f.suffix in (".jsonl", ".json", ".parquet") and f.is_file())
+            if not files:
+                raise FileNotFoundError(f"no .jsonl/.json/.parquet files under {path}")
+        kind = "parquet" if files[0].suffix == ".parquet" else "json"
+        ds = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+    else:
+        try:
+            if hub_offline() or hub_reachable():
                 ds = datasets.load_dataset(name_or_path, split=split)
-    except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise HubUnavailable(_offline_message("dataset", name_or_path, error)) from error
+            else:
+                with _cache_only_datasets():
+                    ds = datasets.load_dataset(name_or_path, split=split)
+        except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
+            raise HubUnavailable(_offline_message("dataset", name_or_path, error)) from error
     prompts: dict[str, Prompt] = {}
     for row in ds:
         scores = row["prompt"]
