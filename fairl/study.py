@@ -281,7 +281,10 @@ def load_study(path: str | Path, raw: dict[str, Any] | None = None) -> Study:
 def _describe(error: ValidationError, path: str) -> str:
     lines = []
     for problem in error.errors():
-        location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        loc = list(problem["loc"])
+        if loc[:1] == ["search"] and len(loc) > 2 and loc[2] in ("float", "int", "categorical"):
+            del loc[2]  # the union member pydantic tried: noise to the reader
+        location = ".".join(str(part) for part in loc) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         got = problem.get("input")
         shown = "" if problem["type"] == "missing" or isinstance(got, dict | list) \
@@ -503,6 +506,18 @@ def is_rdb(storage: str) -> bool:
     return "://" in storage
 
 
+def sqlalchemy_url(storage: str) -> str:
+    """postgres(ql):// -> the installed driver: SQLAlchemy 2.1 defaults to psycopg 3, which
+    fairl does not require (psycopg2-binary is in the dev extras)."""
+    scheme, sep, rest = storage.partition("://")
+    if scheme in ("postgres", "postgresql"):
+        import importlib.util
+
+        driver = "" if importlib.util.find_spec("psycopg") else "+psycopg2"
+        return f"postgresql{driver}{sep}{rest}"
+    return storage
+
+
 def open_storage(storage: str):
     """Optuna storage for a URL (RDB, with heartbeat) or a journal file path."""
     import optuna
@@ -511,7 +526,7 @@ def open_storage(storage: str):
     _quiet_optuna()
     if is_rdb(storage):
         return optuna.storages.RDBStorage(
-            storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
+            sqlalchemy_url(storage), engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
             grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=requeue)
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(storage)))
@@ -580,7 +595,8 @@ class StudyLock:
         import sqlalchemy
 
         if self._connection is None:
-            engine = sqlalchemy.create_engine(self.storage, poolclass=sqlalchemy.pool.NullPool,
+            engine = sqlalchemy.create_engine(sqlalchemy_url(self.storage),
+                                              poolclass=sqlalchemy.pool.NullPool,
                                               isolation_level="AUTOCOMMIT")
             self._connection = engine.connect()
         key = self._key if self.kind.startswith("postgres") else f"fairl:{self.study}"[:64]
@@ -805,8 +821,9 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
             tracking.log_text(uri, run_id, text, name)
         tracking.end_run(uri, run_id, tracking.FINISHED)
     except Exception as error:
-        print(f"{study.name}: trial {trial.number} failed: {type(error).__name__}: {error}",
-              file=sys.stderr)
+        reason = tracking.error_line(error)
+        print(f"{study.name}: trial {trial.number} failed: {reason}", file=sys.stderr)
+        trial.set_user_attr("fail_reason", reason[:2000])
         try:
             tracking.fail_run(uri, run_id, error)
         except Exception as logging_error:  # noqa: BLE001 (keep the trial's own error)
@@ -1071,10 +1088,9 @@ def _describe_study(study_obj, detail: bool = False) -> str:
                      f"mlflow_run_id={trial.user_attrs.get('mlflow_run_id')}")
     for trial in trials:
         if trial.state == TrialState.FAIL:
-            reason = trial.user_attrs.get("fairl_killed") or trial.system_attrs.get(
-                "fail_reason", "").strip().splitlines()[-1:] or ["?"]
-            reason = reason if isinstance(reason, str) else reason[0]
-            lines.append(f"  failed trial {trial.number}: {reason[:200]}")
+            reason = (trial.user_attrs.get("fairl_killed") or trial.user_attrs.get("fail_reason")
+                      or ("interrupted" if trial.user_attrs.get("fairl_interrupted") else "?"))
+            lines.append(f"  failed trial {trial.number}: {reason[:300]}")
     return "\n".join(lines)
 
 

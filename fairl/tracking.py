@@ -223,11 +223,16 @@ def end_run(uri: str, run_id: str, status: str = FINISHED) -> None:
     client(uri).set_terminated(run_id, status)
 
 
+def error_line(error: BaseException) -> str:
+    """One readable line: `Type: first line of the message`."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+
+
 def fail_run(uri: str, run_id: str, error: BaseException) -> None:
     """traceback.txt artifact, tag `error` (one readable line), status FAILED."""
     text = "".join(traceback.format_exception(error))
-    reason = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) \
-        else type(error).__name__
+    reason = error_line(error)
     try:
         log_text(uri, run_id, text, "traceback.txt")
     finally:

@@ -1,0 +1,133 @@
+"""Helpers for tests of fairl.study and fairl.tracking: temporary stores, study files, PostgreSQL.
+
+Imported by the test modules (not collected: the name does not start with test_).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+_TEMPLATE: dict[str, Path] = {}
+
+
+def template_db(root: Path) -> Path:
+    """An MLflow SQLite db with its schema, made once per session (creating one takes seconds)."""
+    if "db" not in _TEMPLATE:
+        from fairl import tracking
+
+        path = root / "template" / "mlflow.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tracking.client(f"sqlite:///{path}").search_experiments()
+        _TEMPLATE["db"] = path
+    return _TEMPLATE["db"]
+
+
+def use_store(monkeypatch, tmp_path: Path, template_root: Path) -> Path:
+    """Point FAIRL_MLRUNS at tmp_path/mlruns holding a copy of the template db; clear overrides."""
+    store = tmp_path / "mlruns"
+    store.mkdir()
+    shutil.copy(template_db(template_root), store / "mlflow.db")
+    monkeypatch.setenv("FAIRL_MLRUNS", str(store))
+    for name in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    return store
+
+
+def write_study(directory: Path, name: str, **fields) -> Path:
+    """A small valid study file; `fields` replace top-level keys (None removes one)."""
+    study = {
+        "world": {"name": "planted", "options": {"n_train": 300, "n_test": 200, "d": 8}},
+        "fit": {"rounds": 5},
+        "variants": {"standard_irl": {"failure_mode": "none", "dual_path": False},
+                     "fa_irl": {}},
+        "search": {"objective": ["max_margin", "max_entropy"]},
+        "sampler": {"type": "grid"},
+        "seeds": [0],
+        "objectives": [{"metric": "test_f1"}],
+    }
+    for key, value in fields.items():
+        if value is None:
+            study.pop(key, None)
+        else:
+            study[key] = value
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def runs_of(uri: str, experiment_name: str) -> list:
+    """All MLflow runs of an experiment (any status)."""
+    from fairl import tracking
+
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    return client.search_runs([experiment.experiment_id], max_results=10000) if experiment else []
+
+
+def trial_runs(uri: str, experiment_name: str, status: str | None = None) -> list:
+    """Child runs (one per trial) of an experiment, optionally of one status."""
+    return [run for run in runs_of(uri, experiment_name)
+            if "mlflow.parentRunId" in run.data.tags
+            and (status is None or run.info.status == status)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_bindir() -> Path | None:
+    """Directory of initdb/pg_ctl from Debian's postgresql packages (newest), or PATH."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                        key=lambda path: int(path.parent.parent.name)
+                        if path.parent.parent.name.isdigit() else 0)
+    if candidates:
+        return candidates[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@contextlib.contextmanager
+def postgres_server():
+    """A throwaway PostgreSQL cluster on a free loopback port; yields its URL."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise FileNotFoundError("PostgreSQL server binaries (initdb, pg_ctl) not found; "
+                                "install them with .ci/postgres.sh")
+    root = Path(tempfile.mkdtemp(prefix="fairl-pg-"))
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+    try:
+        subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust",
+                                  "-U", "fairl", "-E", "UTF8", "--no-sync"],
+                       check=True, capture_output=True)
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l",
+                                  str(root / "server.log"), "-w", "-t", "60", "-o", options,
+                                  "start"], check=True, capture_output=True)
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="fairl",
+                                      dbname="postgres")
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE DATABASE fairl")
+        connection.close()
+        yield f"postgresql://fairl@127.0.0.1:{port}/fairl"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m",
+                                      "immediate", "stop"], check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

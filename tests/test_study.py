@@ -1,0 +1,400 @@
+"""fairl.study: study files, Optuna + MLflow end to end, resume, kills, workers, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from study_support import (
+    postgres_bindir,
+    postgres_server,
+    runs_of,
+    trial_runs,
+    use_store,
+    write_study,
+)
+
+from fairl import tracking
+from fairl.config import ConfigError
+from fairl.study import (
+    load_study,
+    open_storage,
+    resolve_storage,
+    run_study,
+    study_status,
+)
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, tmp_path_factory):
+    """A fresh MLflow store + journal under tmp_path (never the repo's mlruns/)."""
+    return use_store(monkeypatch, tmp_path, tmp_path_factory.getbasetemp())
+
+
+def optuna_trials(name: str, storage: str | None = None):
+    import optuna
+
+    storage = storage or resolve_storage()
+    return optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials()
+
+
+def states(trials) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+# --- study files -------------------------------------------------------------------------------
+
+def test_every_study_file_validates():
+    names = {path.stem: load_study(path) for path in STUDIES.glob("*.yaml")}
+    required = {"smoke", "main_table", "fa_sweep", "tnt_fraction", "ablation_no_rf",
+                "ablation_fixed_lambda", "ablation_failure_source"}
+    assert required <= set(names)
+    for study in names.values():
+        assert study.trials >= 1 and study.spec.seeds and study.spec.objectives
+
+
+def test_paper_studies_cover_what_the_paper_needs():
+    def grid(name):
+        study = load_study(STUDIES / f"{name}.yaml")
+        assert study.spec.sampler.type == "grid"
+        return study, {key: param.choices for key, param in study.space.items()}
+
+    study, space = grid("main_table")
+    assert set(space["objective"]) == {"max_margin", "max_entropy"}
+    methods = {study.spec.variants[v].get("dual_path", True) and
+               study.spec.variants[v].get("failure_mode", "margin") for v in space["variant"]}
+    assert methods == {False, "margin"}  # standard IRL and FA-IRL
+    assert len(study.spec.seeds) >= 5 and study.trials == 4
+
+    study, space = grid("tnt_fraction")
+    assert space["world.compose.tnt_fraction"] == [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
+    assert len(space["variant"]) == 2 and study.spec.world["compose"]["n"] > 0
+
+    _, space = grid("ablation_fixed_lambda")
+    assert space["lambda0"] == [1.0, 5.0, 10.0, 20.0] and set(space["lambda_fixed"]) == {True, False}
+
+    study, space = grid("ablation_failure_source")
+    modes = {study.spec.variants[v]["failure_mode"] for v in space["variant"]}
+    assert {"ground_truth", "margin", "none"} <= modes
+
+    study, space = grid("ablation_no_rf")
+    assert any(v.get("dual_path") is False and v.get("failure_mode") == "margin"
+               for v in study.spec.variants.values())
+
+    sweep = load_study(STUDIES / "fa_sweep.yaml")
+    assert {"M_fail", "tau_fail", "lambda0", "lambda_decay", "gamma_shape", "p0"} <= set(sweep.space)
+
+
+MALFORMED = [
+    # (case, top-level replacements, field the error must name)
+    ("unknown key", {"colour": "red"}, "colour"),
+    ("wrong type", {"trials": "many"}, "trials"),
+    ("empty grid", {"search": {"objective": []}}, "search.objective"),
+    ("bad range", {"search": {"lr": {"type": "float", "low": 0.5, "high": 0.1}},
+                   "sampler": {"type": "tpe"}, "trials": 3}, "search.lr"),
+    ("log range from 0", {"search": {"lr": {"type": "float", "low": 0, "high": 1, "log": True}},
+                          "sampler": {"type": "random"}, "trials": 3}, "search.lr"),
+    ("missing world", {"world": None}, "world"),
+    ("unknown world", {"world": {"name": "nowhere"}}, "world.name"),
+    ("bad world option", {"world": {"name": "planted", "options": {"n_train": -5}}},
+     "world.options.n_train"),
+    ("unknown world option", {"world": {"name": "planted", "options": {"colour": 1}}},
+     "world.options.colour"),
+    ("unknown fit field", {"fit": {"learning_rate": 0.1}}, "fit.learning_rate"),
+    ("bad fit value", {"fit": {"lr": -1}}, "fit.lr"),
+    ("seed in fit", {"fit": {"seed": 3}}, "fit"),
+    ("seed searched", {"search": {"seed": [1, 2]}}, "search.seed"),
+    ("no seeds", {"seeds": []}, "seeds"),
+    ("duplicate seeds", {"seeds": [0, 0]}, "seeds"),
+    ("unknown sampler", {"sampler": {"type": "bayes"}}, "sampler.type"),
+    ("unknown metric", {"objectives": [{"metric": "test_accuracyy"}]}, "objectives.0.metric"),
+    ("bad direction", {"objectives": [{"metric": "test_f1", "direction": "up"}]},
+     "objectives.0.direction"),
+    ("missing objectives", {"objectives": None}, "objectives"),
+    ("range in a grid", {"search": {"lr": {"type": "float", "low": 0.01, "high": 0.1}}},
+     "search.lr"),
+    ("trials beyond grid", {"trials": 99}, "trials"),
+    ("tpe without trials", {"sampler": {"type": "tpe"}}, "trials"),
+    ("unknown parameter", {"search": {"colour": ["red"]}}, "search.colour"),
+    ("bad variant value", {"variants": {"fa_irl": {"failure_mode": "sometimes"}}},
+     "variants.fa_irl.failure_mode"),
+    ("unknown variant", {"search": {"variant": ["nope"]}}, "search.variant"),
+    ("invalid searched value", {"search": {"M_fail": [0.5]}}, "search.M_fail"),
+    ("param without type", {"search": {"lr": {"low": 0.1, "high": 1}}}, "search.lr"),
+    ("variant clash", {"search": {"failure_mode": ["margin"]},
+                       "variants": {"a": {"failure_mode": "none"}, "b": {}}}, "search.failure_mode"),
+    ("compose searched without base", {"search": {"world.compose.tnt_fraction": [0.5]}},
+     "search.world.compose.tnt_fraction"),
+]
+
+
+@pytest.mark.parametrize("case, fields, field", MALFORMED, ids=[case[0] for case in MALFORMED])
+def test_malformed_study_file_names_file_and_field_and_creates_nothing(
+        case, fields, field, tmp_path, monkeypatch):
+    store = tmp_path / "mlruns"
+    monkeypatch.setenv("FAIRL_MLRUNS", str(store))
+    monkeypatch.delenv("FAIRL_STORAGE", raising=False)
+    monkeypatch.delenv("FAIRL_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = write_study(tmp_path, "bad", **fields)
+    with pytest.raises(ConfigError) as error:
+        run_study(path, progress=False)
+    message = str(error.value)
+    assert str(path) in message and re.search(rf"{re.escape(field)}[.:]", message), message
+    assert not store.exists() or not any(store.iterdir())  # no journal, db, run or artifact
+
+
+@pytest.mark.parametrize("text", ["world: [unclosed", "- just\n- a list\n"])
+def test_unreadable_study_file_names_the_file(text, tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=str(path)):
+        load_study(path)
+
+
+def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys, monkeypatch):
+    from fairl.cli import main
+
+    monkeypatch.setenv("FAIRL_MLRUNS", str(tmp_path / "mlruns"))
+    path = write_study(tmp_path, "bad", trials=0)
+    assert main(["study", "run", str(path), "--no-progress"]) == 2
+    assert f"{path}: trials:" in capsys.readouterr().err
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+def test_smoke_study_end_to_end(store):
+    report = run_study(STUDIES / "smoke.yaml", progress=False)
+    assert report.status == tracking.FINISHED
+    uri = tracking.default_tracking_uri()
+    trials = optuna_trials("smoke")
+    complete = [trial for trial in trials if trial.state.name == "COMPLETE"]
+    finished = trial_runs(uri, "smoke", tracking.FINISHED)
+    assert len(complete) == report.target == len(finished) == 4
+
+    client = tracking.client(uri)
+    by_id = {run.info.run_id: run for run in finished}
+    for trial in complete:  # trial <-> run, both ways
+        run = by_id[trial.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["trial_number"] == str(trial.number)
+        assert run.data.tags["config_id"] == trial.user_attrs["config_id"]
+        assert trial.values[0] == pytest.approx(run.data.metrics["test_f1"])
+    for run in finished:
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        assert {"fit.lr", "fit.lambda0", "fit.objective", "world.name", "seeds", "variant"} <= set(params)
+        for split in ("train", "test"):
+            for metric in tracking.FINAL_METRICS:
+                assert f"{split}_{metric}" in metrics and f"seed_1/{split}_{metric}" in metrics
+        for curve in ("loss", "loss_base", "loss_fail", "loss_l2", "n_failures", "n_sampled",
+                      "gamma", "lam", "p"):
+            history = client.get_metric_history(run.info.run_id, f"curve/{curve}")
+            assert len(history) >= 2 and sorted(m.step for m in history) == list(range(20))
+        for tag in ("study", "ablation", "method", "seed", "world", "dataset_hash", "git_commit",
+                    "git_dirty", "fairl_version", "trial_number", "config_id"):
+            assert tags.get(tag), tag
+        assert tags["seed"] == "0,1" and tags["study"] == "smoke"
+        artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "failures.csv", "history.csv"} <= artifacts
+        config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml"))
+                                .read_text())
+        assert config["fit"]["lr"] == pytest.approx(float(params["fit.lr"]))
+    launches = [run for run in runs_of(uri, "smoke") if run.data.tags.get("kind") == "launch"]
+    assert len(launches) == 1 and launches[0].info.status == tracking.FINISHED
+    assert all(run.data.tags["mlflow.parentRunId"] == launches[0].info.run_id for run in finished)
+    assert "smoke: 4/4 done" in study_status("smoke")
+
+
+def test_rerun_continues_to_the_trial_count(store, tmp_path):
+    path = write_study(tmp_path, "resume", search={"lr": {"type": "float", "low": 0.01,
+                                                          "high": 0.1, "log": True}},
+                       sampler={"type": "random"}, trials=4)
+    assert run_study(path, trials=2, progress=False).tally.complete == 2
+    assert run_study(path, progress=False).tally.complete == 4
+    again = run_study(path, progress=False)  # nothing left to do
+    trials = optuna_trials("resume")
+    assert again.tally.complete == 4 and len(trials) == 4
+    assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == 4
+    assert len(trial_runs(tracking.default_tracking_uri(), "resume", tracking.FINISHED)) == 4
+
+
+def test_changed_study_is_refused_not_mixed(store, tmp_path):
+    path = write_study(tmp_path, "changing", search={"objective": ["max_margin"]})
+    run_study(path, progress=False)
+    write_study(tmp_path, "changing", search={"objective": ["max_entropy"]})
+    with pytest.raises(ConfigError, match="different configuration"):
+        run_study(path, progress=False)
+
+
+def test_diverging_fit_is_a_failed_run_and_the_study_goes_on(store, tmp_path, capsys):
+    path = write_study(tmp_path, "diverge", search={},
+                       variants={"diverges": {"optimizer": "sgd", "lr": 1.0e38}, "fine": {}})
+    report = run_study(path, progress=False)
+    assert report.status == tracking.FINISHED
+    assert (report.tally.complete, report.tally.failed) == (1, 1)
+    assert states(optuna_trials("diverge")) == {"COMPLETE": 1, "FAIL": 1}
+    uri = tracking.default_tracking_uri()
+    failed = trial_runs(uri, "diverge", tracking.FAILED)
+    assert len(failed) == 1 and len(trial_runs(uri, "diverge", tracking.FINISHED)) == 1
+    assert failed[0].data.tags["variant"] == "diverges"
+    assert failed[0].data.tags["error"].startswith("FitDiverged: loss is nan at round")
+    client = tracking.client(uri)
+    traceback_text = Path(client.download_artifacts(failed[0].info.run_id, "traceback.txt"))
+    assert "FitDiverged" in traceback_text.read_text()
+    assert "FitDiverged" in study_status("diverge")
+    assert "trial" in capsys.readouterr().err  # one readable line per failed trial
+
+
+def test_interrupted_trial_is_requeued_and_rerun(store, tmp_path, monkeypatch):
+    import fairl.study
+
+    path = write_study(tmp_path, "interrupt")
+    real_evaluate = fairl.study.evaluate
+    calls = []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(fairl.study, "evaluate", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(path, progress=False)
+    monkeypatch.setattr(fairl.study, "evaluate", real_evaluate)
+    report = run_study(path, progress=False)
+    trials = optuna_trials("interrupt")
+    complete = [trial for trial in trials if trial.state.name == "COMPLETE"]
+    assert report.tally.complete == 4 and len(complete) == 4
+    assert len({json.dumps(trial.params, sort_keys=True) for trial in complete}) == 4
+    uri = tracking.default_tracking_uri()
+    assert len(trial_runs(uri, "interrupt", tracking.KILLED)) == 1
+    assert len(trial_runs(uri, "interrupt", tracking.FINISHED)) == 4
+    assert not [run for run in runs_of(uri, "interrupt") if run.info.status == "RUNNING"]
+
+
+def test_cli_study_run_list_status(store, tmp_path, capsys):
+    from fairl.cli import main
+
+    path = write_study(tmp_path, "clistudy", search={"objective": ["max_margin"]})
+    assert main(["study", "run", str(path), "--no-progress"]) == 0
+    assert "clistudy: 2/2 done" in capsys.readouterr().out
+    assert main(["study", "list"]) == 0
+    assert "clistudy: 2/2 done (2 complete, 0 failed), 0 running" in capsys.readouterr().out
+    assert main(["study", "status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "best trial" in out and "mlflow_run_id=" in out
+    assert main(["study", "status", "nope"]) == 2
+
+
+# --- kills and concurrency ---------------------------------------------------------------------
+
+def slow_grid(directory: Path, name: str) -> Path:
+    """8 configurations that take about a second each (so a kill lands mid-trial)."""
+    return write_study(directory, name,
+                       world={"name": "planted", "options": {"n_train": 20000, "n_test": 500,
+                                                             "d": 64}},
+                       fit={"rounds": 150},
+                       search={"objective": ["max_margin", "max_entropy"], "lr": [0.02, 0.05]})
+
+
+@pytest.mark.slow
+def test_sigkill_mid_study_then_rerun_finishes_without_duplicates_or_leftovers(store, tmp_path):
+    import optuna
+
+    path = slow_grid(tmp_path, "killed")
+    log = (tmp_path / "first.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from fairl.cli import main; sys.exit(main())",
+         "study", "run", str(path), "--no-progress"], stdout=log, stderr=subprocess.STDOUT)
+    journal = Path(resolve_storage())
+    deadline = time.time() + 180
+    victim = None
+    while victim is None and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+        if not journal.exists():
+            continue
+        try:
+            trials = optuna.load_study(study_name="killed",
+                                       storage=open_storage(str(journal))).get_trials()
+        except KeyError:
+            continue
+        if any(trial.state.name == "COMPLETE" for trial in trials):
+            victim = next((trial for trial in trials if trial.state.name == "RUNNING"
+                           and "mlflow_run_id" in trial.user_attrs), None)
+    assert victim is not None, (tmp_path / "first.log").read_text()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    uri = tracking.default_tracking_uri()
+    assert states(optuna_trials("killed")).get("RUNNING") == 1
+    assert any(run.info.status == "RUNNING" for run in runs_of(uri, "killed"))
+
+    report = run_study(path, progress=False)
+    assert any(f"trial {victim.number}: worker" in message for message in report.messages)
+    trials = optuna_trials("killed")
+    complete = [trial for trial in trials if trial.state.name == "COMPLETE"]
+    assert report.status == tracking.FINISHED and len(complete) == 8
+    assert states(trials) == {"COMPLETE": 8, "FAIL": 1}  # the killed trial, re-queued
+    assert len({json.dumps(trial.params, sort_keys=True) for trial in complete}) == 8
+    killed = trials[victim.number]
+    assert killed.state.name == "FAIL" and "died" in killed.user_attrs["fairl_killed"]
+    retry = [trial for trial in trials if trial.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].params == victim.params
+    runs = runs_of(uri, "killed")
+    assert not [run for run in runs if run.info.status == "RUNNING"]
+    assert len(trial_runs(uri, "killed", tracking.FINISHED)) == 8
+    by_id = {run.info.run_id: run for run in runs}
+    assert by_id[victim.user_attrs["mlflow_run_id"]].info.status == tracking.KILLED
+    launches = sorted((run for run in runs if run.data.tags["kind"] == "launch"),
+                      key=lambda run: run.info.start_time)
+    assert [run.info.status for run in launches] == [tracking.KILLED, tracking.FINISHED]
+
+
+def check_two_workers(path: Path, storage: str | None):
+    name = path.stem
+    report = run_study(path, workers=2, storage=storage, progress=False)
+    assert report.status == tracking.FINISHED
+    trials = optuna_trials(name, storage)
+    assert states(trials) == {"COMPLETE": 8}
+    assert sorted(trial.number for trial in trials) == list(range(8))
+    assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == 8
+    runs = trial_runs(tracking.default_tracking_uri(), name)
+    assert len(runs) == 8 and {run.info.status for run in runs} == {tracking.FINISHED}
+    assert sorted(int(run.data.tags["trial_number"]) for run in runs) == list(range(8))
+    pids = {run.data.tags["worker"].split(":")[1] for run in runs}
+    assert len(pids) == 2 and str(os.getpid()) not in pids  # two processes, not this one
+
+
+@pytest.mark.slow
+def test_two_worker_processes_on_a_journal(store, tmp_path):
+    check_two_workers(slow_grid(tmp_path, "twojournal"), None)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server (Debian packages; .ci/postgres.sh installs them in CI)."""
+    if postgres_bindir() is None:
+        if os.environ.get("CI") or os.environ.get("FAIRL_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL server binaries missing in CI (run .ci/postgres.sh)")
+        pytest.skip("PostgreSQL server binaries not installed (bash .ci/postgres.sh)")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_two_worker_processes_on_postgresql(store, tmp_path, postgres):
+    check_two_workers(slow_grid(tmp_path, "twopostgres"), postgres)
