@@ -1,0 +1,170 @@
+"""fairl.tracking: store URIs, run logging, liveness of workers, artifacts, `fairl ui`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from study_support import free_port, use_store
+
+from fairl import tracking
+from fairl.worlds import Pairs
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, tmp_path_factory):
+    return use_store(monkeypatch, tmp_path, tmp_path_factory.getbasetemp())
+
+
+def test_tracking_uri_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRL_MLRUNS", str(tmp_path))
+    monkeypatch.delenv("FAIRL_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking.artifact_root(tracking.resolve_tracking_uri()) == str(tmp_path / "artifacts")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert tracking.resolve_tracking_uri() == "http://mlflow:5000"
+    assert tracking.artifact_root("http://mlflow:5000") is None
+    monkeypatch.setenv("FAIRL_TRACKING_URI", "sqlite:////elsewhere/x.db")
+    assert tracking.resolve_tracking_uri() == "sqlite:////elsewhere/x.db"
+    assert tracking.resolve_tracking_uri("file:///flag") == "file:///flag"
+
+
+def test_flatten_and_mean_curves():
+    assert tracking.flatten({"fit": {"lr": 0.1, "batch_size": None}, "seeds": [0, 1],
+                             "world": {"name": "planted", "options": {}}}) == {
+        "fit.lr": "0.1", "fit.batch_size": "null", "seeds": "[0, 1]", "world.name": "planted",
+        "world.options": "{}"}
+    histories = [[{"loss": 1.0, "gamma": 0.0}, {"loss": 0.5, "gamma": 1.0}],
+                 [{"loss": 3.0, "gamma": 0.0}, {"loss": 1.5, "gamma": 1.0}]]
+    assert tracking.mean_curves(histories) == {"loss": [2.0, 1.0], "gamma": [0.0, 1.0]}
+
+
+def test_worker_alive_tells_live_dead_zombie_and_foreign_processes():
+    assert tracking.worker_alive(tracking.worker_identity()) is True
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    host = tracking.worker_identity().split(":")[0]
+    assert tracking.worker_alive(f"{host}:{done.stdout.strip()}:1") is False
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    time.sleep(0.5)  # exited, not yet waited for: a zombie still answers kill(pid, 0)
+    try:
+        assert tracking.worker_alive(f"{host}:{zombie.pid}:") is False
+    finally:
+        zombie.wait()
+    me = tracking.worker_identity().split(":")
+    assert tracking.worker_alive(f"{me[0]}:{me[1]}:{int(me[2]) + 1}") is False  # pid reused
+    assert tracking.worker_alive(f"elsewhere.example:{os.getpid()}:1") is None
+    assert tracking.worker_alive(None) is False
+
+
+def test_top_failures_rank_by_rounds_then_margin_with_text():
+    pairs = Pairs(h_T=np.zeros((4, 2), np.float32), h_NT=np.zeros((4, 2), np.float32),
+                  gt_T=np.array([1.0, 2.0, 3.0, 4.0]), gt_NT=np.zeros(4),
+                  prompt_ids=np.arange(4), tnt=np.array([True, False, True, False]),
+                  text_T=["a0", "a1", "a2", "a3"], text_NT=["b0", "b1", "b2", "b3"],
+                  prompts=["p0", "p1", "p2", "p3"])
+    rows = tracking.top_failures(pairs, np.array([5, 9, 9, 0]), np.array([0.1, 0.3, -0.2, 1]), 3)
+    assert [row["pair"] for row in rows] == [2, 1, 0]
+    assert rows[0] == {"rank": 0, "pair": 2, "failure_rounds": 9, "margin": -0.2,
+                       "gt_margin": 3.0, "prompt_id": 2, "tnt": True, "prompt": "p2",
+                       "text_T": "a2", "text_NT": "b2"}
+    csv_text = tracking.failures_csv({0: rows})
+    assert csv_text.splitlines()[0].startswith("seed,rank,pair,failure_rounds,margin")
+
+
+def test_runs_log_in_one_batch_and_fail_with_a_traceback(store):
+    uri = tracking.resolve_tracking_uri()
+    experiment = tracking.experiment_id(uri, "tracking-test")
+    assert tracking.experiment_id(uri, "tracking-test") == experiment
+    parent = tracking.start_run(uri, experiment, "parent", {"kind": "launch"})
+    run = tracking.start_run(uri, experiment, "child", {"kind": "trial"}, parent_run_id=parent)
+    tracking.log_run(uri, run, params={"fit.lr": 0.1}, metrics={"test_f1": 0.75},
+                     curves={"loss": [3.0, 2.0, 1.0]}, tags={"method": "fa_irl"})
+    try:
+        raise FloatingPointError("loss is nan\nsecond line")
+    except FloatingPointError as error:
+        tracking.fail_run(uri, run, error)
+    client = tracking.client(uri)
+    logged = client.get_run(run)
+    assert logged.info.status == tracking.FAILED
+    assert logged.data.params == {"fit.lr": "0.1"} and logged.data.metrics["test_f1"] == 0.75
+    assert logged.data.tags["error"] == "FloatingPointError: loss is nan"
+    assert logged.data.tags["mlflow.parentRunId"] == parent
+    assert [m.value for m in sorted(client.get_metric_history(run, "curve/loss"),
+                                    key=lambda m: m.step)] == [3.0, 2.0, 1.0]
+    traceback_file = Path(client.download_artifacts(run, "traceback.txt"))
+    assert "FloatingPointError: loss is nan" in traceback_file.read_text()
+    assert Path(logged.info.artifact_uri.removeprefix("file://")).is_relative_to(store)
+    assert [r.info.run_id for r in tracking.running_runs(uri, experiment)] == [parent]
+    tracking.kill_run(uri, parent, "launcher died")
+    assert client.get_run(parent).info.status == tracking.KILLED
+    assert tracking.environment_tags()["fairl_version"]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise AssertionError(f"no answer from {url} in {timeout} s")
+
+
+def run_server(command: list[str], url: str, log: Path) -> int:
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            return wait_for_http(url, process)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+FAIRL = [sys.executable, "-c", "import sys; from fairl.cli import main; sys.exit(main())"]
+
+
+@pytest.mark.slow
+def test_fairl_ui_serves_the_default_store(store, tmp_path):
+    port = free_port()
+    status = run_server(FAIRL + ["ui", "--port", str(port)], f"http://127.0.0.1:{port}/",
+                        tmp_path / "ui.log")
+    assert status == 200
+    with pytest.raises(OSError):  # stopped: nothing listens any more
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+@pytest.mark.slow
+def test_fairl_dashboard_serves_the_study_storage(store, tmp_path):
+    from fairl.study import run_study
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from study_support import write_study
+
+    run_study(write_study(tmp_path, "dash", search={"objective": ["max_margin"]}),
+              progress=False)
+    port = free_port()
+    status = run_server(FAIRL + ["dashboard", "--port", str(port)],
+                        f"http://127.0.0.1:{port}/dashboard/", tmp_path / "dashboard.log")
+    assert status == 200
