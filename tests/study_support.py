@@ -32,9 +32,16 @@ def template_db(root: Path) -> Path:
 
 def use_store(monkeypatch, tmp_path: Path, template_root: Path) -> Path:
     """Point FAIRL_MLRUNS at tmp_path/mlruns holding a copy of the template db; clear overrides."""
+    import sqlite3
+
     store = tmp_path / "mlruns"
     store.mkdir()
-    shutil.copy(template_db(template_root), store / "mlflow.db")
+    # SQLite's backup API: a consistent copy even with the template's WAL not checkpointed.
+    source = sqlite3.connect(template_db(template_root))
+    target = sqlite3.connect(store / "mlflow.db")
+    source.backup(target)
+    target.close()
+    source.close()
     monkeypatch.setenv("FAIRL_MLRUNS", str(store))
     for name in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE"):
         monkeypatch.delenv(name, raising=False)

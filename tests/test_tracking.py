@@ -47,7 +47,10 @@ def test_flatten_and_mean_curves():
         "world.options": "{}"}
     histories = [[{"loss": 1.0, "gamma": 0.0}, {"loss": 0.5, "gamma": 1.0}],
                  [{"loss": 3.0, "gamma": 0.0}, {"loss": 1.5, "gamma": 1.0}]]
-    assert tracking.mean_curves(histories) == {"loss": [2.0, 1.0], "gamma": [0.0, 1.0]}
+    assert tracking.mean_curves(histories) == {"loss": {0: 2.0, 1: 1.0}, "gamma": {0: 0.0, 1: 1.0}}
+    long = [[{"loss": float(t)} for t in range(100)]]
+    assert list(tracking.mean_curves(long, points=5)["loss"]) == [0, 25, 50, 74, 99]
+    assert len(tracking.mean_curves(long, points=500)["loss"]) == 100
 
 
 def test_worker_alive_tells_live_dead_zombie_and_foreign_processes():
@@ -90,7 +93,7 @@ def test_runs_log_in_one_batch_and_fail_with_a_traceback(store):
     parent = tracking.start_run(uri, experiment, "parent", {"kind": "launch"})
     run = tracking.start_run(uri, experiment, "child", {"kind": "trial"}, parent_run_id=parent)
     tracking.log_run(uri, run, params={"fit.lr": 0.1}, metrics={"test_f1": 0.75},
-                     curves={"loss": [3.0, 2.0, 1.0]}, tags={"method": "fa_irl"})
+                     curves={"loss": {0: 3.0, 1: 2.0, 2: 1.0}}, tags={"method": "fa_irl"})
     try:
         raise FloatingPointError("loss is nan\nsecond line")
     except FloatingPointError as error:
