@@ -993,8 +993,9 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
                             workers=workers, env_tags=env_tags)
     status = tracking.FAILED
     try:
-        _launch(study_obj, context, workers, progress)
-        status = tracking.FINISHED
+        problems = _launch(study_obj, context, workers, progress)
+        messages += problems
+        status = tracking.FAILED if problems else tracking.FINISHED
     except KeyboardInterrupt:
         status = tracking.KILLED
         raise
@@ -1014,7 +1015,8 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
     return LaunchReport(study.name, target, counts, launch_run, experiment, status, messages)
 
 
-def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> None:
+def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> list[str]:
+    """Run the workers (in this process when there is one); returns problems seen."""
     from tqdm import tqdm
 
     counts = tally(study_obj.get_trials(deepcopy=False))
@@ -1029,7 +1031,7 @@ def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> 
     try:
         if workers == 1:
             work(context, on_trial=show)
-            return
+            return []
         processes = []
         for index in range(workers):
             worker = dataclasses.replace(context, worker_index=index)
@@ -1047,9 +1049,8 @@ def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> 
             for process in processes:
                 process.wait()
         show(tally(study_obj.get_trials(deepcopy=False)))
-        failed = [p.returncode for p in processes if p.returncode != 0]
-        if failed:
-            raise RuntimeError(f"{len(failed)} worker(s) exited with {failed}")
+        return [f"worker {index} (pid {process.pid}) exited with {process.returncode}"
+                for index, process in enumerate(processes) if process.returncode != 0]
     finally:
         bar.close()
 
@@ -1073,6 +1074,8 @@ def study_status(name_or_path: str, storage: str | None = None) -> str:
     if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
         name = load_study(name_or_path).name
     storage = resolve_storage(storage)
+    if not is_rdb(storage) and not Path(storage).exists():
+        raise ConfigError(f"study {name!r}: no study storage at {storage} yet (run a study)")
     try:
         study_obj = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
@@ -1130,9 +1133,14 @@ def _describe_study(study_obj, detail: bool = False) -> str:
 # --- command line ------------------------------------------------------------------------------
 
 def cmd_study_run(args) -> int:
-    report = run_study(args.study_file, trials=args.trials, workers=args.workers,
-                       storage=args.storage, tracking_uri=args.tracking_uri,
-                       progress=not args.no_progress)
+    try:
+        report = run_study(args.study_file, trials=args.trials, workers=args.workers,
+                           storage=args.storage, tracking_uri=args.tracking_uri,
+                           progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: the running trial will be re-queued; rerun the same command to "
+              "continue", file=sys.stderr)
+        return 130
     for message in report.messages:
         print(f"  {message}")
     counts = report.tally

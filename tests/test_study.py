@@ -303,6 +303,35 @@ def test_cli_study_run_list_status(store, tmp_path, capsys):
 
 # --- kills and concurrency ---------------------------------------------------------------------
 
+def test_rdb_heartbeat_requeues_the_trial_of_a_silent_remote_worker(store, tmp_path, monkeypatch):
+    import fairl.study as study_module
+
+    # A worker on another machine took trial 0, beat once, and vanished: its pid cannot be
+    # checked from here, so only the RDB heartbeat can tell it is gone.
+    monkeypatch.setattr(study_module, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(study_module, "GRACE_SECONDS", 1)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    path = write_study(tmp_path, "remote")
+    study = load_study(path)
+    study_obj = study_module.open_study(study, storage, study.trials)
+    study_obj.sampler = study_module.make_sampler(study, 0)
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        lost = study_obj.ask()
+    study_module.suggest(lost, study.space)
+    lost.set_user_attr("worker", "elsewhere.example:123:456")
+    study_obj._storage.record_heartbeat(lost._trial_id)
+    time.sleep(2.5)
+
+    report = run_study(path, storage=storage, progress=False)
+    assert report.status == tracking.FINISHED and report.tally.complete == 4
+    trials = optuna_trials("remote", storage)
+    assert states(trials) == {"COMPLETE": 4, "FAIL": 1} and trials[0].state.name == "FAIL"
+    retry = [trial for trial in trials if trial.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].params == lost.params
+    complete = [trial for trial in trials if trial.state.name == "COMPLETE"]
+    assert len({json.dumps(trial.params, sort_keys=True) for trial in complete}) == 4
+
+
 def slow_grid(directory: Path, name: str) -> Path:
     """8 configurations that take about a second each (so a kill lands mid-trial)."""
     return write_study(directory, name,
