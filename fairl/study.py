@@ -4,17 +4,33 @@ A study file names the world, a base FitConfig, optional named `variants` (prese
 FitConfig overrides, searched as the categorical parameter `variant`), a search space,
 the sampler (tpe, random, grid), the trial count, the seeds, the objective metric(s) and
 tags. It is validated whole (pydantic + the cross-field checks below) before any storage,
-trial or run is created; every error names the file and the field.
+trial or run is created; every error names the file and the field. Example:
+
+    world: {name: planted, options: {n_train: 2000, d: 64}}   # any registered world
+    fit: {rounds: 100}                        # base FitConfig (fairl/irl/config.py)
+    variants:                                 # searched as `variant` unless listed
+      standard_irl: {failure_mode: none, dual_path: false}
+      fa_irl: {}
+    search:                                   # FitConfig fields, world.options.<x>,
+      objective: [max_margin, max_entropy]    #   world.compose.n / .tnt_fraction;
+      lr: {type: float, low: 0.01, high: 0.2, log: true}   # a list = categorical
+    sampler: {type: tpe, seed: 0}             # tpe | random | grid (lists only)
+    trials: 20                                # grid: defaults to the grid size
+    seeds: [0, 1, 2]
+    objectives: [{metric: test_f1, direction: maximize}]
+    ablation: none
+    tags: {paper: table 1}
 
 A trial is one configuration evaluated on every seed of `seeds`; its Optuna value is the
 mean over seeds of each objective metric (several metrics = a multi-objective study).
 MLflow: one experiment per study, one parent run per launch, one child run per trial with
-the per-seed numbers inside it (fairl/tracking.py). Trial and run point at each other: the
-trial's user attr `mlflow_run_id`, the run's tags `trial_number` / `optuna_study`.
+the per-seed numbers inside it (fairl/tracking.py), so the runs table compares
+configurations directly. Trial and run point at each other: the trial's user attr
+`mlflow_run_id`, the run's tags `trial_number` / `optuna_study`.
 
 Storage: a JournalFileBackend file `mlruns/optuna.journal` by default (several processes on
-one machine), or any RDB URL (`postgresql://...` for several machines) with Optuna's
-heartbeat. Workers (`--workers K`) are separate processes.
+one machine; appends without fsync, see journal_file), or any RDB URL (`postgresql://...`
+for several machines) with Optuna's heartbeat. Workers (`--workers K`) are processes.
 
 Resume, kills and orphans. Each worker loops: take the study lock, reap, count, and ask
 for one trial, releasing the lock once the trial exists (so two workers never both take the
@@ -27,8 +43,9 @@ parameters and grid slot (system attrs `failed_trial`, `retry_history`, as Optun
 RetryHeartbeatStaleTrialCallback does), up to MAX_RETRY times. A trial interrupted by
 Ctrl-C/SIGTERM is re-queued the same way. A study is done when COMPLETE trials plus FAIL
 trials that were not re-queued (errors such as a diverged fit, which would fail again)
-reach the trial count. At each launch, MLflow runs still RUNNING whose trial is no longer
-running (or whose launcher died) are set KILLED with the reason in their `error` tag.
+reach the trial count. At each launch (start and end), MLflow runs still RUNNING whose
+trial is no longer running (or whose launcher died) are set KILLED with the reason in
+their `error` tag.
 """
 
 from __future__ import annotations
@@ -699,6 +716,8 @@ def reap_runs(uri: str, experiment: str, study) -> list[str]:
             if tracking.worker_alive(tags.get("worker")) is not False:
                 continue
             reason = f"launcher {tags.get('worker')} died"
+        elif tags.get("kind") != "trial":
+            continue  # not a fairl run: leave it alone
         else:
             number = int(tags.get("trial_number", -1))
             trial = states.get(number)
