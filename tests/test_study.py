@@ -220,16 +220,21 @@ def test_smoke_study_end_to_end(store):
 
 
 def test_rerun_continues_to_the_trial_count(store, tmp_path):
-    path = write_study(tmp_path, "resume", search={"lr": {"type": "float", "low": 0.01,
-                                                          "high": 0.1, "log": True}},
-                       sampler={"type": "random"}, trials=4)
+    path = write_study(tmp_path, "resume", search={
+        "lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True},
+        "rounds": {"type": "int", "low": 3, "high": 9, "step": 2}},
+        sampler={"type": "random"}, trials=4)
     assert run_study(path, trials=2, progress=False).tally.complete == 2
     assert run_study(path, progress=False).tally.complete == 4
     again = run_study(path, progress=False)  # nothing left to do
     trials = optuna_trials("resume")
     assert again.tally.complete == 4 and len(trials) == 4
     assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == 4
-    assert len(trial_runs(tracking.default_tracking_uri(), "resume", tracking.FINISHED)) == 4
+    assert {trial.params["rounds"] for trial in trials} <= {3, 5, 7, 9}
+    runs = trial_runs(tracking.default_tracking_uri(), "resume", tracking.FINISHED)
+    assert len(runs) == 4
+    assert sorted(run.data.params["fit.rounds"] for run in runs) == sorted(
+        str(trial.params["rounds"]) for trial in trials)
 
 
 def test_changed_study_is_refused_not_mixed(store, tmp_path):
