@@ -486,7 +486,7 @@ def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | No
     world_spec = build(WorldSpec, config.world, "world")
     world = load_world(world_spec.name, world_spec.options)
     per_seed: dict[int, dict[str, float]] = {}
-    histories, failures = {}, {}
+    histories, failures, results = {}, {}, {}
     for seed in config.seeds:
         start = time.perf_counter()
         outcome = run_experiment(world_spec, FitConfig(**config.fit, seed=seed), world)
@@ -494,6 +494,7 @@ def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | No
                           **{f"test_{k}": v for k, v in outcome.test_metrics.items()},
                           "fit_seconds": time.perf_counter() - start}
         histories[seed] = outcome.result.history
+        results[seed] = outcome.result
         train = outcome.train
         margins = outcome.result.reward(train.h_T) - outcome.result.reward(train.h_NT)
         failures[seed] = tracking.top_failures(train, outcome.result.failure_counts,
@@ -508,7 +509,8 @@ def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | No
             metrics[f"seed_{seed}/{key}"] = per_seed[seed][key]
     curves = tracking.mean_curves(list(histories.values()), curve_points)
     artifacts = {"history.csv": tracking.history_csv(histories),
-                 "failures.csv": tracking.failures_csv(failures)}
+                 "failures.csv": tracking.failures_csv(failures),
+                 "rewards.npz": tracking.rewards_npz(results, world.test)}
     return metrics, curves, artifacts, world
 
 

@@ -16,8 +16,10 @@ whole configuration evaluated on every seed of the study:
   dataset_hash, config_id, trial_number, optuna_* links, worker, git_commit, git_dirty,
   fairl_version;
 * artifacts: config.yaml (the resolved configuration), history.csv (every seed, every
-  round), failures.csv (top-k pairs by rounds spent in F_t, with text when the world has it);
-  a failed trial adds traceback.txt and the tag `error`, and ends FAILED.
+  round), failures.csv (top-k pairs by rounds spent in F_t, with r* of both outputs and text
+  when the world has them), rewards.npz (each seed's fitted heads and its rewards of every
+  held-out output, with r*: what reports/ plots without loading the world; ~8 bytes per test
+  pair and seed); a failed trial adds traceback.txt and the tag `error`, and ends FAILED.
 Logging goes through `MlflowClient.log_batch` (one call per run; a per-point loop is ~30x
 slower). mlflow is imported lazily: it costs ~2 s.
 """
@@ -265,12 +267,13 @@ def log_run(uri: str, run_id: str, *, params: dict[str, Any] | None = None,
         tags=[RunTag(key, str(value)[:8000]) for key, value in (tags or {}).items()])
 
 
-def log_text(uri: str, run_id: str, text: str, path: str) -> None:
-    """A text artifact at `path` inside the run's artifact directory.
+def log_text(uri: str, run_id: str, text: str | bytes, path: str) -> None:
+    """A text (or, given bytes, binary) artifact at `path` inside the run's artifact directory.
 
     A local artifact directory (the default store) is written directly: MlflowClient.log_text
     would write a temporary file and copy it (~8 ms per file here).
     """
+    import tempfile
     from urllib.parse import unquote, urlparse
 
     artifact_uri = _ARTIFACT_URIS.get(run_id) or client(uri).get_run(run_id).info.artifact_uri
@@ -278,7 +281,16 @@ def log_text(uri: str, run_id: str, text: str, path: str) -> None:
     if parsed.scheme in ("", "file") and not parsed.netloc:
         target = Path(unquote(parsed.path), path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        if isinstance(text, bytes):
+            target.write_bytes(text)
+        else:
+            target.write_text(text, encoding="utf-8")
+    elif isinstance(text, bytes):
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(folder, Path(path).name)
+            local.write_bytes(text)
+            directory = str(Path(path).parent)
+            client(uri).log_artifact(run_id, str(local), None if directory == "." else directory)
     else:
         client(uri).log_text(run_id, text, path)
 
@@ -336,6 +348,8 @@ def top_failures(train, failure_counts, margins, k: int) -> list[dict]:
                "margin": float(margins[index])}
         if train.gt_T is not None and train.gt_NT is not None:
             row["gt_margin"] = float(train.gt_T[index] - train.gt_NT[index])
+            row["gt_T"] = float(train.gt_T[index])
+            row["gt_NT"] = float(train.gt_NT[index])
         if train.prompt_ids is not None:
             row["prompt_id"] = train.prompt_ids[index].item() \
                 if hasattr(train.prompt_ids[index], "item") else train.prompt_ids[index]
@@ -347,6 +361,31 @@ def top_failures(train, failure_counts, margins, k: int) -> list[dict]:
                 row[field.removesuffix("s")] = texts[index]
         rows.append(row)
     return rows
+
+
+def rewards_npz(results: dict, test) -> bytes:
+    """rewards.npz: per seed the fitted heads and R of every held-out output; r* once.
+
+    Keys: seed<s>/theta_D, seed<s>/theta_F (empty without a failure head), seed<s>/biases
+    (b_D, b_F), seed<s>/test_R_T, seed<s>/test_R_NT; test_gt_T, test_gt_NT when the world
+    has r*. `results` maps seed -> fairl.irl.FitResult; `test` is the world's test Pairs.
+    """
+    import numpy as np
+
+    arrays = {}
+    for seed, result in results.items():
+        arrays[f"seed{seed}/theta_D"] = np.asarray(result.theta_D, np.float32)
+        arrays[f"seed{seed}/theta_F"] = np.asarray(
+            result.theta_F if result.theta_F is not None else [], np.float32)
+        arrays[f"seed{seed}/biases"] = np.array([result.b_D, result.b_F], np.float32)
+        arrays[f"seed{seed}/test_R_T"] = result.reward(test.h_T).astype(np.float32)
+        arrays[f"seed{seed}/test_R_NT"] = result.reward(test.h_NT).astype(np.float32)
+    if test.gt_T is not None and test.gt_NT is not None:
+        arrays["test_gt_T"] = np.asarray(test.gt_T, np.float32)
+        arrays["test_gt_NT"] = np.asarray(test.gt_NT, np.float32)
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
 
 
 def failures_csv(rows_by_seed: dict[int, list[dict]]) -> str:

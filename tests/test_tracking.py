@@ -80,7 +80,8 @@ def test_top_failures_rank_by_rounds_then_margin_with_text():
     rows = tracking.top_failures(pairs, np.array([5, 9, 9, 0]), np.array([0.1, 0.3, -0.2, 1]), 3)
     assert [row["pair"] for row in rows] == [2, 1, 0]
     assert rows[0] == {"rank": 0, "pair": 2, "failure_rounds": 9, "margin": -0.2,
-                       "gt_margin": 3.0, "prompt_id": 2, "tnt": True, "prompt": "p2",
+                       "gt_margin": 3.0, "gt_T": 3.0, "gt_NT": 0.0, "prompt_id": 2, "tnt": True,
+                       "prompt": "p2",
                        "text_T": "a2", "text_NT": "b2"}
     csv_text = tracking.failures_csv({0: rows})
     assert csv_text.splitlines()[0].startswith("seed,rank,pair,failure_rounds,margin")
