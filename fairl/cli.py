@@ -60,6 +60,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_build(args: argparse.Namespace) -> int:
+    from fairl.data.build import DEFAULT_WORLD_DIR, build_world, load_build_config
+
+    config = load_build_config(args.config)
+    out = args.out or (DEFAULT_WORLD_DIR if config.name == "default" else f"worlds/{config.name}")
+    build_world(config, out)
+    return cmd_world_info(argparse.Namespace(path=str(out), card=False))
+
+
+def cmd_world_info(args: argparse.Namespace) -> int:
+    from fairl.data.build import DEFAULT_WORLD_DIR
+    from fairl.data.pairset import PairSet, card_markdown
+
+    path = args.path or DEFAULT_WORLD_DIR
+    try:
+        card = PairSet.load(path).card
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: {error} (build it: fairl world build)") from None
+    print(world_summary(card, path))
+    if args.card:
+        print()
+        print(card_markdown(card))
+    return 0
+
+
+def world_summary(card: dict, path) -> str:
+    """The numbers a reader checks first: size, T→NT, toxicity before/after, KL, build time."""
+    sizes = card["sizes"]["all"]
+    lines = [f"world {card['name']!r} at {path}  (content hash {card['content_hash'][:19]})",
+             f"  models: base = {card['models'].get('base')}; aligned = {card['models'].get('aligned')}",
+             f"  pairs: {sizes['pairs']} over {sizes['prompts']} prompts  "
+             + "  ".join(f"{split}={card['sizes'][split]['pairs']}"
+                         for split in ("train", "validation", "test") if split in card["sizes"]),
+             f"  T→NT pairs: {card['tnt']['count']} ({card['tnt']['fraction']:.1%})"]
+    for judge, stats in card["toxicity"]["all"].items():
+        lines.append(f"  toxicity by {judge:<10} base {stats['base_rate']:.1%} (mean "
+                     f"{stats['base_mean']:.3f})  ->  aligned {stats['aligned_rate']:.1%} "
+                     f"(mean {stats['aligned_mean']:.3f})")
+    kl = card.get("mean_kl", {}).get("all")
+    lines.append(f"  mean KL(aligned ‖ base) per continuation: "
+                 f"{'n/a' if kl is None else f'{kl:.3f} nats'}")
+    stages = card.get("build_config", {}).get("stage_seconds", {})
+    detail = ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
+    lines.append(f"  build time: {card.get('build_seconds', 0) / 60:.1f} min ({detail})")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairl",
@@ -87,6 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "default world and print their held-out metrics.")
     demo.add_argument("--world", help="world name (default: the embedded default world)")
     demo.set_defaults(handler=cmd_demo)
+    world = commands.add_parser(
+        "world", help="build or describe a world's pair dataset",
+        description="The embedded default world is committed under fairl/data/default_world; "
+                    "`world build` regenerates it from scratch (prompts, RLHF, generation, "
+                    "scoring; resumable), `world info` prints its card.")
+    world_commands = world.add_subparsers(dest="world_command", metavar="ACTION", required=True)
+    world_build = world_commands.add_parser(
+        "build", help="build a pair dataset from scratch (default: the embedded world)",
+        description="Run every stage of fairl.data.build (cached and resumable under "
+                    ".cache/worlds/). Config fields: fairl/data/build.py WorldBuildConfig.")
+    world_build.add_argument("--config", metavar="FILE.yaml", help="WorldBuildConfig fields")
+    world_build.add_argument("--out", help="output folder (default: the embedded world's)")
+    world_build.set_defaults(handler=cmd_world_build)
+    world_info = world_commands.add_parser(
+        "info", help="print a world's card: sizes, T→NT, toxicity before/after, KL, build time")
+    world_info.add_argument("--path", help="PairSet folder (default: the embedded world)")
+    world_info.add_argument("--card", action="store_true", help="also print the full card")
+    world_info.set_defaults(handler=cmd_world_info)
+
     add_study_commands(commands)  # study run|list|status, ui, dashboard
     return parser
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from fairl.config import STRICT
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,52 @@ def _planted_options(options: dict, where: str) -> None:
     build(PlantedConfig, options, where)
 
 
+@pydantic_dataclass(config=STRICT)
+class PairSetWorldOptions:
+    """A world made of a saved PairSet (texts + scores) and a frozen encoder."""
+
+    path: str | None = Field(None, description="PairSet folder; default: the embedded world")
+    encoder: Literal["minilm", "smollm2-meanpool"] = Field(
+        "minilm", description="frozen encoder h(o) of the outputs")
+    train_splits: list[str] = Field(default_factory=lambda: ["train"],
+                                    description="splits the reward is fitted on")
+    test_split: str = Field("test", description="held-out split the metrics are reported on")
+
+
+def _pairset_world_options(options: dict, where: str, default_path: bool):
+    from pathlib import Path
+
+    from fairl.config import ConfigError, build
+    from fairl.data.build import DEFAULT_WORLD_DIR
+
+    values = build(PairSetWorldOptions, options, where)
+    if values.path is None and not default_path:
+        raise ConfigError(f"{where}.path: a PairSet folder is required for this world")
+    path = Path(values.path) if values.path else DEFAULT_WORLD_DIR
+    if not (path / "card.json").is_file():
+        hint = " (build it: fairl world build)" if values.path is None else ""
+        raise ConfigError(f"{where}.path: no PairSet at {path}{hint}")
+    return values, path
+
+
+def _text_world(options: dict, default_path: bool) -> World:
+    from fairl.data.pairset import PairSet, to_world
+
+    values, path = _pairset_world_options(options, "world.options", default_path)
+    pairset = PairSet.load(path)
+    return to_world(pairset, values.encoder, train_splits=tuple(values.train_splits),
+                    test_split=values.test_split)
+
+
 # name -> (loader(options) -> World, checker(options, where) raising ConfigError)
 WORLDS = {
     "planted": (_planted, _planted_options),
+    # the embedded default: base vs RLHF-detoxified SmolLM2 outputs, committed in the repo
+    "default": (lambda options: _text_world(options, True),
+                lambda options, where: _pairset_world_options(options, where, True)),
+    # any PairSet folder built by `fairl world build` (e.g. the hub setting)
+    "pairset": (lambda options: _text_world(options, False),
+                lambda options, where: _pairset_world_options(options, where, False)),
 }
 
 _loaded: dict[str, World] = {}
