@@ -7,6 +7,7 @@ import sys
 
 from fairl import __version__
 from fairl.config import ConfigError
+from fairl.report import add_report_commands
 from fairl.study import add_study_commands
 
 METRIC_ORDER = ["accuracy", "f1", "roc_auc", "pairwise_accuracy", "starc"]
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     world_info.set_defaults(handler=cmd_world_info)
 
     add_study_commands(commands)  # study run|list|status, ui, dashboard
+    add_report_commands(commands)  # report
     return parser
 
 

@@ -1,0 +1,247 @@
+"""Shared by the analysis items: names in words, statistics over seeds, table and figure files."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+# --- names in words ----------------------------------------------------------------------------
+
+METHODS = {
+    "standard_irl": "standard IRL",
+    "fa_irl": "FA-IRL",
+    "failure_reweight_no_rf": "failure loss on R_D (no R_F)",
+    "dual_path_no_failures": "R_F without failure loss",
+}
+VARIANTS = {
+    **METHODS,
+    "ground_truth_failures": "failures from r* (ground truth)",
+    "margin_failures": "failures from margins (default)",
+    "no_failures": "no failures, R_F kept",
+}
+OBJECTIVES = {"max_margin": "max-margin", "max_entropy": "max-entropy"}
+# Held-out metrics in table order: (key, short name, axis label with its unit/range).
+METRICS = (
+    ("test_accuracy", "accuracy", "accuracy (fraction of outputs, 0–1)"),
+    ("test_f1", "F1", "F1 score (0–1)"),
+    ("test_roc_auc", "ROC-AUC", "ROC-AUC (0–1)"),
+    ("test_pairwise_accuracy", "pairwise acc.", "pairwise accuracy (fraction of pairs, 0–1)"),
+    ("test_starc", "STARC", "STARC to r* (0–1, lower better)"),
+)
+METRIC_NAMES = {key: short for key, short, _ in METRICS}
+METRIC_AXES = {key: axis for key, _, axis in METRICS}
+COLORS = {"standard IRL": "#4c72b0", "FA-IRL": "#dd8452"}
+
+
+def method_label(name: str | None) -> str:
+    return VARIANTS.get(name or "", name or "?")
+
+
+def objective_label(name: str) -> str:
+    return OBJECTIVES.get(name, name)
+
+
+def objective_order(names) -> list[str]:
+    return sorted(set(names), key=lambda name: (list(OBJECTIVES).index(name)
+                                                if name in OBJECTIVES else 99, name))
+
+
+# --- statistics over seeds ---------------------------------------------------------------------
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided t confidence interval of the mean over seeds; NaNs with fewer than 2 values."""
+    from scipy import stats
+
+    values = np.asarray(list(values), dtype=float)
+    if len(values) < 2:
+        return math.nan, math.nan
+    mean = values.mean()
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(mean - half), float(mean + half)
+
+
+def paired_tests(treated: dict[int, float], reference: dict[int, float]) -> tuple[float, float, int]:
+    """(p of the paired t-test, p of the Wilcoxon signed-rank test, n) over the common seeds.
+
+    Same seed = same world, composition and initialisation draw, so seeds pair the methods.
+    NaN when a test is undefined (fewer than 2 pairs, or every difference zero).
+    """
+    from scipy import stats
+
+    seeds = sorted(set(treated) & set(reference))
+    a = np.array([treated[seed] for seed in seeds])
+    b = np.array([reference[seed] for seed in seeds])
+    if len(seeds) < 2 or np.allclose(a - b, 0):
+        return math.nan, math.nan, len(seeds)
+    p_t = float(stats.ttest_rel(a, b).pvalue)
+    p_w = float(stats.wilcoxon(a, b).pvalue)
+    return p_t, p_w, len(seeds)
+
+
+def relative_change(treated: float, reference: float) -> float:
+    """(treated − reference) / |reference|, in percent."""
+    return 100.0 * (treated - reference) / abs(reference) if reference else math.nan
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def fmt_mean_std(mean: float, std: float | None, digits: int = 3) -> str:
+    if std is None or not math.isfinite(std):
+        return fmt(mean, digits)
+    return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
+
+
+def fmt_interval(low: float, high: float, digits: int = 3) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "–"
+    return f"[{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_percent(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:+.1f} %"
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        # Texts from a world may hold Markdown: escape what would format or split a cell.
+        text = " ".join(str(text).split())
+        for char in "\\`*_|":
+            text = text.replace(char, "\\" + char)
+        return re.sub(r"<(?=[A-Za-z/!?])", r"\\<", text)  # HTML tags
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "±": r"$\pm$", "–": "--", "−": "$-$", "<": r"$<$", ">": r"$>$", "λ": r"$\lambda$",
+          "τ": r"$\tau$", "Δ": r"$\Delta$", "γ": r"$\gamma$", "→": r"$\to$", "≥": r"$\geq$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(char, char) for char in str(text))
+
+
+def latex_table(columns: list[str], rows: list[list[str]], caption: str, label: str) -> str:
+    """A booktabs table (needs \\usepackage{booktabs})."""
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\begin{tabular}{" + "l" * 2 + "r" * (len(columns) - 2) + "}", r"\toprule",
+             " & ".join(latex_escape(c) for c in columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(caption)}}}",
+              rf"\label{{tab:{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(out: Path, name: str, columns: list[str], rows: list[list[str]], caption: str,
+                data) -> list[Path]:
+    """tables/<name>.md, .tex (formatted) and .csv (`data`: a DataFrame, full precision)."""
+    folder = out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    md = folder / f"{name}.md"
+    md.write_text(f"{caption}\n\n{markdown_table(columns, rows)}\n", encoding="utf-8")
+    tex = folder / f"{name}.tex"
+    tex.write_text(latex_table(columns, rows, caption, name), encoding="utf-8")
+    csv = folder / f"{name}.csv"
+    data.to_csv(csv, index=False, lineterminator="\n")  # full precision (shortest repr)
+    return [md, tex, csv]
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+def figure_style() -> None:
+    """Agg backend, seaborn's whitegrid look, fonts large enough to read in a report."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)
+    matplotlib.rcParams.update({"svg.hashsalt": "fairl", "figure.dpi": 100,
+                                "axes.titleweight": "bold", "legend.frameon": True})
+
+
+def save_figure(fig, out: Path, name: str) -> list[Path]:
+    """figures/<name>.png and .pdf without timestamps or version strings (byte-stable)."""
+    import matplotlib.pyplot as plt
+
+    folder = out / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
+    fig.savefig(png, dpi=150, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(pdf, bbox_inches="tight",
+                metadata={"Creator": None, "Producer": None, "CreationDate": None})
+    plt.close(fig)
+    return [png, pdf]
+
+
+def remove_outputs(out: Path, name: str) -> None:
+    """Delete an item's earlier files, so a rebuilt item leaves nothing stale behind."""
+    for folder in ("tables", "figures"):
+        for path in (out / folder).glob(f"{name}.*"):
+            path.unlink()
+
+
+def legend_above(fig, ax, ncol: int | None = None) -> None:
+    """One legend for the whole figure, above the panels (it never covers data)."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=ncol or len(labels),
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+
+
+# --- ablation tables -----------------------------------------------------------------------------
+
+def comparison(entries, block_name: str, row_name: str, reference_name: str):
+    """An ablation table: every metric (mean ± std over seeds) per row, and against its reference.
+
+    `entries`: (block, row label, run, reference run or None) in display order. Against the
+    reference (same block): relative change of F1 and STARC and paired tests over seeds.
+    Returns (columns, formatted rows, full-precision DataFrame).
+    """
+    import pandas as pd
+
+    columns = [block_name, row_name] + [short for _, short, _ in METRICS] + [
+        f"F1 vs {reference_name}", "p (F1)", f"STARC vs {reference_name}", "p (STARC)"]
+    table, records = [], []
+    for block, label, run, reference in entries:
+        record = {block_name: block, row_name: label, "run_id": run.run_id,
+                  "reference_run_id": reference.run_id if reference is not None else ""}
+        cells = [block, label]
+        for metric, _, _ in METRICS:
+            mean = run.metrics.get(metric, math.nan)
+            std = run.metrics.get(f"{metric}_std", math.nan)
+            low, high = t_interval(run.seed_values(metric).values())
+            record.update({f"{metric}_mean": mean, f"{metric}_std": std,
+                           f"{metric}_ci_low": low, f"{metric}_ci_high": high})
+            cells.append(fmt_mean_std(mean, std))
+        for metric in ("test_f1", "test_starc"):
+            change = p_t = p_w = math.nan
+            if reference is not None and reference is not run and metric in run.metrics:
+                change = relative_change(run.metrics[metric], reference.metrics[metric])
+                p_t, p_w, _ = paired_tests(run.seed_values(metric), reference.seed_values(metric))
+            record.update({f"{metric}_change_percent": change, f"{metric}_p_paired_t": p_t,
+                           f"{metric}_p_wilcoxon": p_w})
+            cells += [fmt_percent(change).replace("-", "−"), fmt_p(p_t)]
+        record["n_seeds"] = len(run.seeds)
+        table.append(cells)
+        records.append(record)
+    return columns, table, pd.DataFrame(records)

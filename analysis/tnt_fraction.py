@@ -1,0 +1,111 @@
+"""Metrics vs the T→NT fraction of the training set, standard IRL and FA-IRL, 95 % CI bands.
+
+One run per (method, fraction); each point is the mean over seeds, the band its 95 %
+t-interval. Also writes the plotted numbers with the paired FA-IRL − standard IRL
+difference and its p-value per fraction (tables/tnt_fraction.csv). Study: tnt_fraction.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.common import (
+    COLORS,
+    METRIC_AXES,
+    METRIC_NAMES,
+    figure_style,
+    legend_above,
+    method_label,
+    objective_label,
+    objective_order,
+    paired_tests,
+    remove_outputs,
+    save_figure,
+    t_interval,
+)
+from fairl.report import MissingStudy, Options, Section, StudyRuns
+
+NAME = "tnt_fraction"
+STUDY = "tnt_fraction"
+TITLE = "Metrics vs the T→NT fraction"
+PLOTTED = ("test_f1", "test_roc_auc", "test_starc")
+FRACTION = "world.compose.tnt_fraction"
+
+
+def points(source: StudyRuns) -> pd.DataFrame:
+    """One row per (objective, method, fraction, metric): mean, std, CI, paired test vs std."""
+    latest = {}
+    for run in source.runs:  # later trials win
+        if FRACTION in run.params and run.method in ("standard_irl", "fa_irl"):
+            latest[(run.objective, run.method, float(run.param(FRACTION)))] = run
+    rows = []
+    for (objective, method, fraction), run in sorted(latest.items()):
+        reference = latest.get((objective, "standard_irl", fraction))
+        for metric in PLOTTED:
+            if metric not in run.metrics:
+                continue
+            values = run.seed_values(metric)
+            low, high = t_interval(values.values())
+            p_t = n = float("nan")
+            if method == "fa_irl" and reference is not None:
+                p_t, _, n = paired_tests(values, reference.seed_values(metric))
+            rows.append({"objective": objective, "method": method, "tnt_fraction": fraction,
+                         "metric": metric, "mean": run.metrics[metric],
+                         "std": run.metrics.get(f"{metric}_std", float("nan")),
+                         "ci_low": low, "ci_high": high, "n_seeds": len(values),
+                         "p_paired_t_vs_standard": p_t, "n_paired_seeds": n,
+                         "run_id": run.run_id})
+    return pd.DataFrame(rows)
+
+
+def build(options: Options) -> Section:
+    import matplotlib.pyplot as plt
+
+    source = options.study(STUDY)
+    data = points(source)
+    if data.empty:
+        raise MissingStudy(source.study, source.study_file, source.uri,
+                           f"no standard IRL / FA-IRL runs with a {FRACTION} parameter")
+    remove_outputs(options.out, NAME)
+    folder = options.out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = folder / f"{NAME}.csv"
+    data.to_csv(csv, index=False, lineterminator="\n")
+    figure_style()
+    objectives = objective_order(data["objective"])
+    metrics = [metric for metric in PLOTTED if metric in set(data["metric"])]
+    fig, axes = plt.subplots(len(objectives), len(metrics), squeeze=False,
+                             figsize=(4.6 * len(metrics), 3.6 * len(objectives)))
+    for objective, axes_row in zip(objectives, axes):
+        for metric, ax in zip(metrics, axes_row):
+            for method in ("standard_irl", "fa_irl"):
+                line = data[(data["objective"] == objective) & (data["method"] == method)
+                            & (data["metric"] == metric)].sort_values("tnt_fraction")
+                if line.empty:
+                    continue
+                label = method_label(method)
+                x = line["tnt_fraction"] * 100
+                ax.plot(x, line["mean"], marker="o", color=COLORS[label], label=label, lw=1.8)
+                ax.fill_between(x, line["ci_low"], line["ci_high"], color=COLORS[label],
+                                alpha=0.2, lw=0)
+            ax.set_xlabel("T→NT pairs in the training set (%)")
+            ax.set_ylabel(METRIC_AXES[metric])
+            title = METRIC_NAMES[metric]
+            ax.set_title(title if len(objectives) == 1 else
+                         f"{title}, {objective_label(objective)}")
+    legend_above(fig, axes[0][0])
+    files = save_figure(fig, options.out, NAME)
+    seeds = int(data["n_seeds"].max())
+    caption = ("Held-out F1, ROC-AUC and STARC (lower is better) against the share of T→NT "
+               "pairs among the training pairs, standard IRL vs FA-IRL; mean over "
+               f"{seeds} seeds, band: 95 % t-interval.")
+    used_ids = set(data["run_id"])
+    used = [(run, (f"{method_label(run.method)}, T→NT {float(run.param(FRACTION)):.0%}, "
+             f"{objective_label(run.objective)}")) for run in source.runs if run.run_id in used_ids]
+    return Section(TITLE, [(files[0], caption)], [], files + [csv], used, [source])
+
+
+if __name__ == "__main__":
+    from fairl.report import script_main
+
+    raise SystemExit(script_main(NAME))

@@ -1,0 +1,251 @@
+"""fairl report: small versions of every study run into a temporary store, the report built
+from it, its numbers checked against mlflow.search_runs, missing studies named."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from study_support import template_db
+
+from fairl import tracking
+from fairl.cli import main
+from fairl.report import ITEMS
+from fairl.study import run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+WORLD = {"name": "planted", "options": {"n_train": 300, "n_test": 200, "d": 8,
+                                        "near_tie_frac": 0.3, "hard_frac": 0.3,
+                                        "label_noise": 0.05, "seed": 0}}
+METHODS = {"standard_irl": {"failure_mode": "none", "dual_path": False},
+           "fa_irl": {"failure_mode": "margin", "dual_path": True}}
+COMMON = {"world": WORLD, "fit": {"rounds": 15}, "seeds": [0, 1, 2],
+          "objectives": [{"metric": "test_f1"}], "sampler": {"type": "grid"}, "top_failures": 5}
+# The paper's studies, shrunk (same names, so the report finds them): seconds, not minutes.
+STUDIES = {
+    "main_table": {**COMMON, "variants": METHODS,
+                   "search": {"variant": ["standard_irl", "fa_irl"],
+                              "objective": ["max_margin", "max_entropy"]}},
+    "ablation_no_rf": {**COMMON, "ablation": "no_rf", "variants": {
+        **METHODS, "failure_reweight_no_rf": {"failure_mode": "margin", "dual_path": False}},
+        "search": {"objective": ["max_margin"]}},
+    "ablation_fixed_lambda": {**COMMON, "ablation": "fixed_lambda",
+                              "search": {"lambda0": [1.0, 10.0], "lambda_fixed": [True, False]}},
+    "ablation_failure_source": {**COMMON, "ablation": "failure_source", "variants": {
+        "ground_truth_failures": {"failure_mode": "ground_truth", "dual_path": True},
+        "margin_failures": {"failure_mode": "margin", "dual_path": True},
+        "standard_irl": METHODS["standard_irl"]}, "search": {"objective": ["max_entropy"]}},
+    "tnt_fraction": {**COMMON, "variants": METHODS,
+                     "world": {**WORLD, "options": {**WORLD["options"], "n_train": 600},
+                               "compose": {"n": 100, "tnt_fraction": 0.5}},
+                     "search": {"variant": ["standard_irl", "fa_irl"],
+                                "world.compose.tnt_fraction": [0.2, 0.6]}},
+    "fa_sweep": {**COMMON, "seeds": [0, 1], "sampler": {"type": "random", "seed": 0}, "trials": 6,
+                 "search": {"objective": ["max_margin", "max_entropy"],
+                            "M_fail": {"type": "float", "low": 1.0, "high": 5.0},
+                            "tau_fail": {"type": "float", "low": 0.05, "high": 1.0, "log": True},
+                            "lambda0": {"type": "float", "low": 0.5, "high": 50.0, "log": True}}},
+}
+FIGURES = ("training_curves", "reward_distributions", "tnt_fraction", "ablation_fixed_lambda",
+           "ablation_failure_source", "sweep_heatmap", "importances")
+TABLES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda", "ablation_failure_source")
+CSV_ONLY = ("failures", "tnt_fraction", "sweep_heatmap", "importances")
+
+
+def fresh_store(folder: Path, template_root: Path) -> str:
+    """A SQLite MLflow store in `folder`, copied from the session's template (schema made once)."""
+    folder.mkdir(parents=True)
+    source = sqlite3.connect(template_db(template_root))
+    target = sqlite3.connect(folder / "mlflow.db")
+    source.backup(target)
+    target.close()
+    source.close()
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Every study (shrunk) plus the smoke study run into a temporary store; report built."""
+    root = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FAIRL_MLRUNS", str(root / "default-mlruns"))  # never the repo's mlruns/
+        for name in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE"):
+            patch.delenv(name, raising=False)
+        uri = fresh_store(root / "mlruns", tmp_path_factory.getbasetemp())
+        storage = str(root / "mlruns" / "optuna.journal")
+        studies = root / "studies"
+        studies.mkdir()
+        shutil.copy(ROOT / "studies" / "smoke.yaml", studies / "smoke.yaml")
+        for name, study in STUDIES.items():
+            (studies / f"{name}.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+        for path in sorted(studies.glob("*.yaml")):
+            report = run_study(path, storage=storage, tracking_uri=uri, progress=False)
+            assert report.status == tracking.FINISHED, (path.name, report.messages)
+        out = root / "reports"
+        code = main(["report", "--tracking-uri", uri, "--out", str(out),
+                     "--studies", str(studies)])
+        yield {"uri": uri, "out": out, "studies": studies, "code": code, "root": root}
+
+
+def test_every_item_is_built_with_its_files(built):
+    out = built["out"]
+    assert built["code"] == 0
+    for name in FIGURES:
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000, name
+    for name in TABLES:
+        for suffix in (".md", ".tex", ".csv"):
+            assert (out / "tables" / f"{name}{suffix}").stat().st_size > 100, name
+    for name in CSV_ONLY:
+        assert (out / "tables" / f"{name}.csv").stat().st_size > 50, name
+    report = (out / "REPORT.md").read_text()
+    assert "Not built yet" not in report and "Failed" not in report
+    for name in FIGURES:
+        assert f"](figures/{name}.png)" in report
+    assert report.count("*Figure ") == len(FIGURES)
+    # Provenance: every main-table run id, its experiment, a git commit, the dataset hash.
+    table = pd.read_csv(out / "tables" / "main_table.csv")
+    for run_id in set(table["standard_run_id"]) | set(table["fa_irl_run_id"]):
+        assert f"`{run_id}`" in report
+    assert "MLflow experiment `main_table`" in report
+    assert "Git commit(s) of the runs: `" in report
+    assert "planted `planted-" in report
+    failures = pd.read_csv(out / "tables" / "failures.csv")
+    assert len(failures) == 5 and {"margin", "gt_T", "gt_NT"} <= set(failures.columns)
+
+
+def test_main_table_equals_search_runs(built):
+    import mlflow
+    from scipy import stats
+
+    mlflow.set_tracking_uri(built["uri"])
+    runs = mlflow.search_runs(experiment_names=["main_table"],
+                              filter_string="tags.kind = 'trial'").set_index("run_id")
+    assert len(runs) == 4
+    table = pd.read_csv(built["out"] / "tables" / "main_table.csv")
+    assert set(table["objective"]) == {"max_margin", "max_entropy"}
+    assert len(table) == 2 * 5
+    markdown = (built["out"] / "tables" / "main_table.md").read_text()
+    for row in table.to_dict("records"):
+        metric = row["metric"]
+        for prefix, method in (("standard", "standard_irl"), ("fa_irl", "fa_irl")):
+            run = runs.loc[row[f"{prefix}_run_id"]]
+            assert run["tags.method"] == method and run["params.fit.objective"] == row["objective"]
+            assert row[f"{prefix}_mean"] == run[f"metrics.{metric}"]
+            assert row[f"{prefix}_std"] == run[f"metrics.{metric}_std"]
+            seeds = np.array([run[f"metrics.seed_{seed}/{metric}"] for seed in (0, 1, 2)])
+            assert math.isclose(row[f"{prefix}_mean"], seeds.mean(), rel_tol=1e-12)
+            assert math.isclose(row[f"{prefix}_std"], seeds.std(ddof=1), rel_tol=1e-9)
+            half = stats.t.ppf(0.975, 2) * seeds.std(ddof=1) / math.sqrt(3)
+            assert math.isclose(row[f"{prefix}_ci_high"], seeds.mean() + half, rel_tol=1e-9)
+            assert f"{row[f'{prefix}_mean']:.3f} ± {row[f'{prefix}_std']:.3f}" in markdown
+        fa = runs.loc[row["fa_irl_run_id"]]
+        standard = runs.loc[row["standard_run_id"]]
+        pairs = [(fa[f"metrics.seed_{s}/{metric}"], standard[f"metrics.seed_{s}/{metric}"])
+                 for s in (0, 1, 2)]
+        if not np.allclose([a - b for a, b in pairs], 0):
+            p = stats.ttest_rel(*zip(*pairs)).pvalue
+            assert math.isclose(row["p_paired_t"], p, rel_tol=1e-9)
+        assert math.isclose(row["relative_change_percent"],
+                            100 * (row["fa_irl_mean"] - row["standard_mean"])
+                            / abs(row["standard_mean"]), rel_tol=1e-12)
+
+
+def test_logged_test_rewards_reproduce_the_logged_auc(built):
+    """rewards.npz (what the reward figure plots) agrees with the run's own seed metrics."""
+    from sklearn.metrics import roc_auc_score
+
+    from fairl.report import load_study_runs
+
+    source = load_study_runs(built["uri"], "main_table", "studies/main_table.yaml")
+    for run in source.runs:
+        with np.load(source.artifact(run, "rewards.npz")) as data:
+            for seed in run.seeds:
+                r_T, r_NT = data[f"seed{seed}/test_R_T"], data[f"seed{seed}/test_R_NT"]
+                auc = roc_auc_score(np.r_[np.ones(len(r_T)), np.zeros(len(r_NT))], np.r_[r_T, r_NT])
+                assert math.isclose(auc, run.metrics[f"seed_{seed}/test_roc_auc"], rel_tol=1e-6)
+
+
+def test_regenerating_gives_identical_files(built):
+    again = built["root"] / "again"
+    assert main(["report", "--tracking-uri", built["uri"], "--out", str(again),
+                 "--studies", str(built["studies"])]) == 0
+    for folder in ("tables", "figures"):
+        for path in sorted((built["out"] / folder).iterdir()):
+            assert path.read_bytes() == (again / folder / path.name).read_bytes(), path.name
+    report = (built["out"] / "REPORT.md").read_text()
+    assert report == (again / "REPORT.md").read_text().replace(str(again), str(built["out"]))
+
+
+def test_chosen_run_and_single_items(built, capsys):
+    """--run inspects any run (here one of the smoke study); --only leaves REPORT.md alone."""
+    import mlflow
+
+    mlflow.set_tracking_uri(built["uri"])
+    smoke = mlflow.search_runs(experiment_names=["smoke"],
+                               filter_string="tags.kind = 'trial' and tags.method = 'fa_irl'")
+    run_id = smoke["run_id"].iloc[0]
+    out = built["root"] / "chosen"
+    assert main(["report", "--tracking-uri", built["uri"], "--out", str(out), "--studies",
+                 str(built["studies"]), "--only", "training_curves", "failures",
+                 "--run", run_id]) == 0
+    assert (out / "figures" / "training_curves.png").exists()
+    assert run_id[:8] in (out / "tables" / "failures.md").read_text()
+    assert not (out / "REPORT.md").exists()
+    assert main(["report", "--only", "nonsense", "--tracking-uri", built["uri"]]) == 2
+    assert "items: main_table" in capsys.readouterr().err
+
+
+def test_missing_studies_name_the_command(tmp_path, tmp_path_factory, capsys):
+    uri = fresh_store(tmp_path / "empty", tmp_path_factory.getbasetemp())
+    out = tmp_path / "reports"
+    assert main(["report", "--tracking-uri", uri, "--out", str(out)]) == 0
+    report = (out / "REPORT.md").read_text()
+    for study in ("main_table", "tnt_fraction", "fa_sweep", "ablation_no_rf",
+                  "ablation_fixed_lambda", "ablation_failure_source"):
+        assert f"run `fairl study run studies/{study}.yaml --tracking-uri {uri}`" in report
+    assert not list(out.glob("figures/*"))
+    capsys.readouterr()
+    # Asked for by name: the message on stderr and a non-zero exit.
+    assert main(["report", "--tracking-uri", uri, "--out", str(out), "--only",
+                 "tnt_fraction"]) == 1
+    assert (f"run: fairl study run studies/tnt_fraction.yaml --tracking-uri {uri}"
+            in capsys.readouterr().err)
+
+
+def test_items_run_as_scripts(built):
+    """`python analysis/<item>.py` builds that item with the same options."""
+    out = built["root"] / "script"
+    done = subprocess.run([sys.executable, str(ROOT / "analysis" / "ablation_no_rf.py"),
+                           "--tracking-uri", built["uri"], "--out", str(out), "--studies",
+                           str(built["studies"])], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (out / "tables" / "ablation_no_rf.md").read_bytes() == \
+        (built["out"] / "tables" / "ablation_no_rf.md").read_bytes()
+
+
+def test_every_item_has_a_module():
+    import importlib
+
+    for name in ITEMS:
+        module = importlib.import_module(f"analysis.{name}")
+        assert module.NAME == name and callable(module.build)
+        assert (ROOT / "studies" / f"{module.STUDY}.yaml").is_file()
+
+
+def test_markdown_cells_escape_world_text():
+    from analysis.common import markdown_table
+
+    table = markdown_table(["text"], [["a | b *c* <script>x</script>\nnext"]])
+    assert table.splitlines()[2] == r"| a \| b \*c\* \<script>x\</script> next |"
