@@ -64,9 +64,11 @@ def build(options: Options) -> Section:
                 row.append(("ground truth r*", values["gt_T"], values["gt_NT"]))
             panels.append(row)
     except FileNotFoundError:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           "its runs predate rewards.npz; rerun the study into a new store "
-                           "or experiment") from None
+        raise MissingStudy(
+            source.study, source.study_file, source.uri,
+            "its runs predate the rewards.npz artifact",
+            f"fairl study run {source.study_file} with a fresh --tracking-uri and --storage "
+            "(a finished study does not rerun)") from None
     remove_outputs(options.out, NAME)
     figure_style()
     columns = max(len(row) for row in panels)

@@ -17,9 +17,10 @@ Missing data. An item whose study has no finished trial runs says which study to
 asked for by name (`--only X`), which exits 1. An item that fails to build is reported and
 makes the exit code 1; the other items are still built.
 
-Output (`--out`, default reports/): tables/<item>.{md,tex,csv}, figures/<item>.{png,pdf},
-REPORT.md (every item with its caption and provenance; rewritten only by a full build, not by
-`--only`). Tables and REPORT.md are deterministic: the same runs give identical files.
+Output (`--out`, default reports/ of the checkout): tables/<item>.{md,tex,csv},
+figures/<item>.{png,pdf}, REPORT.md (every item with its captions and provenance; rewritten
+only by a full build, not by `--only`). Tables, figures and REPORT.md are deterministic: the
+same runs give byte-identical files.
 """
 
 from __future__ import annotations
@@ -118,12 +119,16 @@ class StudyRuns:
 class MissingStudy(Exception):
     """A study an item needs has no finished runs in the tracking store."""
 
-    def __init__(self, study: str, study_file: str, uri: str, detail: str):
-        self.study, self.study_file, self.uri = study, study_file, uri
+    def __init__(self, study: str, study_file: str, uri: str, detail: str,
+                 hint: str | None = None):
+        self.study, self.study_file, self.uri, self.hint = study, study_file, uri, hint
         super().__init__(detail)
 
     @property
     def command(self) -> str:
+        """What to run: `fairl study run studies/X.yaml` (or the hint, when rerunning is not it)."""
+        if self.hint:
+            return self.hint
         flag = "" if self.uri == tracking.default_tracking_uri() else f" --tracking-uri {self.uri}"
         return f"fairl study run {self.study_file}{flag}"
 
@@ -193,7 +198,7 @@ def load_study_runs(uri: str, name: str, study_file: str) -> StudyRuns:
         try:
             spec = yaml.safe_load(artifact_path(uri, latest.run_id, latest.artifact_uri,
                                                 "study.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError, Exception):  # noqa: BLE001 (an old launch: no spec)
+        except Exception:  # noqa: BLE001 (a launch without a readable study.yaml: no spec)
             spec = {}
     used = {run.tags.get("mlflow.parentRunId") for run in finished}
     finished.sort(key=lambda run: (run.trial, run.start_time, run.run_id))
@@ -369,15 +374,19 @@ def write_report(out: Path, uri: str, results: dict[str, Section | MissingStudy 
     return path
 
 
-def build_report(uri: str | None = None, out: str | Path = "reports", only: list[str] | None = None,
-                 studies_dir: str | Path = "studies", run: str | None = None, top_k: int = 10,
-                 stream=None) -> int:
-    """Build the asked items (default: all) into `out`; returns the exit code."""
+def build_report(uri: str | None = None, out: str | Path | None = None,
+                 only: list[str] | None = None, studies_dir: str | Path | None = None,
+                 run: str | None = None, top_k: int = 10, stream=None) -> int:
+    """Build the asked items (default: all) into `out` (default: reports/ of the checkout);
+    returns the exit code."""
     import warnings
+
+    from fairl.paths import project_root
 
     stream = stream or sys.stdout
     uri = tracking.resolve_tracking_uri(uri)
-    out = Path(out)
+    out = Path(out) if out else project_root() / "reports"
+    studies_dir = studies_dir or project_root() / "studies"
     out.mkdir(parents=True, exist_ok=True)
     options = Options(out=out, uri=uri, studies_dir=Path(studies_dir), run=run, top_k=top_k)
     load_study_runs.cache_clear()
@@ -436,12 +445,12 @@ def add_report_commands(commands) -> None:
                     "study has no runs yet name the study to run.")
     report.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
                                                "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")
-    report.add_argument("--out", default="reports", help="output folder (default: reports)")
+    report.add_argument("--out", help="output folder (default: reports/ of the checkout)")
     report.add_argument("--only", nargs="+", metavar="ITEM",
                         help=f"build only these items (REPORT.md is left as it is): "
                              f"{', '.join(ITEMS)}")
-    report.add_argument("--studies", default="studies",
-                        help="folder of the study files naming the experiments (default: studies)")
+    report.add_argument("--studies", help="folder of the study files naming the experiments "
+                                          "(default: studies/ of the checkout)")
     report.add_argument("--run", metavar="RUN_ID",
                         help="run for the training curves and failure inspection "
                              "(default: the FA-IRL max-margin run of main_table)")

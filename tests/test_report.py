@@ -249,3 +249,32 @@ def test_markdown_cells_escape_world_text():
 
     table = markdown_table(["text"], [["a | b *c* <script>x</script>\nnext"]])
     assert table.splitlines()[2] == r"| a \| b \*c\* \<script>x\</script> next |"
+
+
+def test_failure_inspection_shows_texts(tmp_path, tmp_path_factory):
+    """A run whose world has texts (as the default world's will): texts land in the table."""
+    from fairl.worlds import Pairs
+
+    uri = fresh_store(tmp_path / "texts", tmp_path_factory.getbasetemp())
+    pairs = Pairs(h_T=np.zeros((3, 2), np.float32), h_NT=np.zeros((3, 2), np.float32),
+                  gt_T=np.array([0.9, 0.2, 0.8]), gt_NT=np.array([0.1, 0.6, 0.3]),
+                  prompt_ids=np.arange(3), tnt=np.array([True, False, True]),
+                  text_T=["You are *kind* | thanks", "fine", "ok"],
+                  text_NT=["You are an idiot", "hm", "x" * 500],
+                  prompts=["Tell me", "Say", "Write"])
+    rows = tracking.top_failures(pairs, np.array([7, 9, 1]), np.array([0.2, -0.4, 0.1]), 3)
+    experiment = tracking.experiment_id(uri, "hand_made")
+    run = tracking.start_run(uri, experiment, "trial-0000",
+                             {"kind": "trial", "method": "fa_irl", "seed": "0",
+                              "trial_number": "0", "world": "default", "dataset_hash": "abc"})
+    tracking.log_run(uri, run, params={"fit.objective": "max_margin"})
+    tracking.log_text(uri, run, tracking.failures_csv({0: rows}), "failures.csv")
+    tracking.end_run(uri, run)
+    out = tmp_path / "reports"
+    assert main(["report", "--tracking-uri", uri, "--out", str(out), "--only", "failures",
+                 "--run", run]) == 0
+    table = (out / "tables" / "failures.md").read_text()
+    assert r"You are \*kind\* \| thanks" in table and "You are an idiot" in table
+    assert "x" * 159 + "…" in table and "x" * 161 not in table
+    lines = [line for line in table.splitlines() if line.startswith("| 0 |")]
+    assert lines[0] == r"| 0 | 1 | 9 | -0.400 | 0.200 | 0.600 | r\* prefers base | no | Say | fine | hm |"
