@@ -39,7 +39,7 @@ def schedule(run: TrialRun) -> str:
 def schedule_label(run: TrialRun) -> str:
     if schedule(run) == "fixed":
         return "fixed λ_t = λ_0"
-    return f"decayed λ_t = λ_0 e^(−{float(run.param('fit.lambda_decay')):g} t)"
+    return f"decayed λ_t = λ_0 exp(−{float(run.param('fit.lambda_decay')):g} t)"
 
 
 def schedule_math(run: TrialRun) -> str:

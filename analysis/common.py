@@ -133,11 +133,23 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
           "±": r"$\pm$", "–": "--", "−": "$-$", "<": r"$<$", ">": r"$>$", "λ": r"$\lambda$",
-          "τ": r"$\tau$", "Δ": r"$\Delta$", "γ": r"$\gamma$", "→": r"$\to$", "≥": r"$\geq$"}
+          "τ": r"$\tau$", "Δ": r"$\Delta$", "γ": r"$\gamma$", "→": r"$\to$", "≥": r"$\geq$",
+          "×": r"$\times$", "…": r"\dots{}"}
+
+
+_GREEK = {"λ": r"\lambda", "τ": r"\tau", "γ": r"\gamma", "Δ": r"\Delta"}
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX.get(char, char) for char in str(text))
+    """Escape for LaTeX text; `x_sub` (e.g. λ_0, R_F, M_fail) becomes math $x_{sub}$."""
+    parts = re.split(r"([A-Za-zλτγΔ])_([A-Za-z0-9]+)", str(text))
+    out = []
+    for index, part in enumerate(parts):
+        if index % 3 == 0:
+            out.append("".join(_LATEX.get(char, char) for char in part))
+        elif index % 3 == 1:
+            out.append(f"${_GREEK.get(part, part)}_{{{parts[index + 1]}}}$")
+    return "".join(out)
 
 
 def latex_table(columns: list[str], rows: list[list[str]], caption: str, label: str) -> str:
