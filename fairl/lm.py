@@ -15,8 +15,10 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 # With the 2 cores shared by other jobs, OpenMP's default spin-waiting made 2-thread torch
 # 3-5x slower than 1 thread (measured); passive waiting keeps 2 threads ahead. This only
@@ -147,17 +149,40 @@ def _offline() -> bool:
 def _load_hub_or_dir(name: str, *, dtype: torch.dtype):
     if Path(name).expanduser().is_dir():
         return _from_pretrained(str(Path(name).expanduser()), dtype=dtype, local_files_only=True)
+    try:  # the local HF cache first: no network, no retries
+        return _from_pretrained(name, dtype=dtype, local_files_only=True)
+    except OSError as error:  # transformers reports a missing cache entry as OSError
+        if _offline():
+            raise _unavailable(name, "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set") from error
+    if not _hub_reachable():  # fail in seconds instead of ~50 s of download retries
+        raise _unavailable(name, "the Hugging Face hub is unreachable")
     try:
-        return _from_pretrained(name, dtype=dtype, local_files_only=_offline())
-    except OSError as error:  # hub errors (missing cache entry, no network) are OSErrors
-        raise ModelUnavailable(
-            f"Model '{name}' is not available locally and could not be downloaded "
-            f"({type(error).__name__}). Download it once on a machine with internet, e.g. "
-            f"`huggingface-cli download {name}` (or `hf download {name}`), into the cache named "
-            "by HF_HOME (default ~/.cache/huggingface), then run with HF_HUB_OFFLINE=1 "
-            "TRANSFORMERS_OFFLINE=1; or unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE on a "
-            "machine with internet access; or pass a local model directory instead of a hub id."
-        ) from error
+        return _from_pretrained(name, dtype=dtype, local_files_only=False)
+    except OSError as error:
+        raise _unavailable(name, f"download failed: {error}") from error
+
+
+def _unavailable(name: str, reason: str) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"Model '{name}' is not in the local Hugging Face cache and could not be downloaded "
+        f"({reason}). Download it once on a machine with internet access, e.g. "
+        f"`huggingface-cli download {name}` (or `hf download {name}`), into the cache that "
+        "HF_HOME points to (default ~/.cache/huggingface), then run with HF_HUB_OFFLINE=1 "
+        "TRANSFORMERS_OFFLINE=1; or unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE on a machine "
+        "with internet access; or pass a local model directory instead of a hub id."
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub endpoint opens (assumed True behind a proxy)."""
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return True
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _from_pretrained(source: str, *, dtype: torch.dtype, local_files_only: bool):
@@ -428,7 +453,13 @@ def completion_logprobs(
     # Same positions as `generate` uses for left-padded prompts.
     positions = (mask.cumsum(-1) - 1).clamp_(min=0)
     logits = (
-        model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1)
+        model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=width + 1,
+            use_cache=False,
+        )
         .logits[:, :-1]
         .float()
     )  # (B, C, V): position t predicts completion token t
