@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,10 @@ class WorldBuildConfig:
     benign_per_source: int = Field(600, ge=0, description="benign prefixes per benign source")
     hub_min_toxicity: float = Field(0.3, ge=0, le=1, description="hub prompts: toxicity filter")
     max_prompts: int | None = Field(None, ge=1, description="cap on prompts (small test builds)")
-    samples_per_prompt: int = Field(3, ge=1, description="k continuations per prompt and model")
+    samples_per_toxic_prompt: int = Field(
+        5, ge=1, description="k continuations per toxic (RTP) prompt and model")
+    samples_per_benign_prompt: int = Field(
+        2, ge=1, description="k continuations per benign prompt and model")
     max_new_tokens: int = Field(24, ge=1, description="longest continuation, in tokens")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of both models")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
@@ -83,16 +87,16 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in name)
 
 
-def _timed_stage(stage_dir: Path, name: str, timings: dict, run):
-    """Run a stage, recording its wall time (summed over resumed sessions) in timings.json."""
+@contextmanager
+def _stage_timer(stage_dir: Path, name: str, timings: dict):
+    """Record a stage's wall time (summed over resumed sessions) in timings.json."""
     path = stage_dir / "timings.json"
-    saved = json.loads(path.read_text()) if path.exists() else {}
     started = time.perf_counter()
-    result = run()
+    yield
+    saved = json.loads(path.read_text()) if path.exists() else {}
     saved[name] = saved.get(name, 0.0) + (time.perf_counter() - started)
     path.write_text(json.dumps(saved, indent=1))
     timings.update(saved)
-    return result
 
 
 def load_world_prompts(config: WorldBuildConfig):
@@ -129,15 +133,15 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
     timings: dict[str, float] = {}
     say = print if progress else (lambda *a, **k: None)
 
-    prompts = _timed_stage(stage_dir, "prompts", timings, lambda: load_world_prompts(config))
-    texts = [p.text for p in prompts]
+    with _stage_timer(stage_dir, "prompts", timings):
+        prompts = load_world_prompts(config)
     say(f"[1/5] prompts: {len(prompts)} ({sum(p.is_toxic_prompt for p in prompts)} toxic)")
 
     # 2. the aligned model: given, or RLHF of the base against r*
     rlhf_config = RLHFConfig(**{"seed": config.seed, **config.rlhf})
     if config.aligned_model is None:
-        rlhf_texts = texts if config.rlhf_prompts == "all" else \
-            [p.text for p in prompts if split_of(p.prompt_id) == "train"]
+        rlhf_texts = [p.text for p in prompts
+                      if config.rlhf_prompts == "all" or split_of(p.prompt_id) == "train"]
         scorer = get_scorer(config.reward_scorer)
         judge_names = [j for j in config.judges if j != config.reward_scorer]
         judges = {name: get_scorer(name) for name in judge_names}
@@ -152,10 +156,12 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
 
         say(f"[2/5] RLHF of {config.base_model} against r* = {config.reward_scorer} "
             f"({rlhf_config.steps} steps, {len(rlhf_texts)} prompts)")
-        policy = _timed_stage(stage_dir, "rlhf", timings, lambda: train_policy(
-            config.base_model, scorer.reward, rlhf_texts, rlhf_config,
-            out_dir=stage_dir / "rlhf", reward_id=f"r*:{config.reward_scorer}:{scorer.version}",
-            log_fn=log_fn, metrics_fn=toxicity_metrics, progress=progress))
+        with _stage_timer(stage_dir, "rlhf", timings):
+            policy = train_policy(
+                config.base_model, scorer.reward, rlhf_texts, rlhf_config,
+                out_dir=stage_dir / "rlhf",
+                reward_id=f"r*:{config.reward_scorer}:{scorer.version}",
+                log_fn=log_fn, metrics_fn=toxicity_metrics, progress=progress)
         aligned_name = f"{config.base_model} + RLOO/LoRA detox ({policy.identity})"
         aligned_model, aligned_tokenizer = load_policy(policy.out_dir)
         rlhf_curves = policy.curves
@@ -165,27 +171,35 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
         aligned_model, aligned_tokenizer = lm.load_lm(config.aligned_model)
         rlhf_curves = None
 
-    # 3. generations: independent samples of both models on every prompt
-    gen = {"k": config.samples_per_prompt, "max_new_tokens": config.max_new_tokens,
-           "temperature": config.temperature, "top_p": config.top_p}
-    gen_key = hashlib.sha256(json.dumps(gen, sort_keys=True).encode()).hexdigest()[:8]
+    # 3. generations: independent samples of both models on every prompt; toxic prompts get
+    #    more samples because base toxicity (and so T→NT pairs) comes mostly from them.
     base_model, tokenizer = lm.load_lm(config.base_model)
-    say(f"[3/5] generating {config.samples_per_prompt} continuations per prompt, both models")
-    base_out = _timed_stage(stage_dir, "generate_base", timings, lambda: lm.generate_to_file(
-        base_model, tokenizer, texts, stage_dir / f"gen-base-{gen_key}",
-        chunk_size=config.chunk_size, seed=config.seed, batch_size=config.gen_batch_size,
-        progress=progress, **gen))
-    aligned_out = _timed_stage(stage_dir, "generate_aligned", timings, lambda: lm.generate_to_file(
-        aligned_model, aligned_tokenizer, texts, stage_dir / f"gen-aligned-{gen_key}",
-        chunk_size=config.chunk_size, seed=config.seed + 1, batch_size=config.gen_batch_size,
-        progress=progress, **gen))
-
-    rows = [
-        {"prompt_id": p.prompt_id, "prompt": p.text, "prompt_source": p.source,
-         "is_toxic_prompt": p.is_toxic_prompt, "sample_index": j,
-         "o_T": aligned_out[i][j], "o_NT": base_out[i][j]}
-        for i, p in enumerate(prompts) for j in range(config.samples_per_prompt)
-    ]
+    rows = []
+    for group, k in (("toxic", config.samples_per_toxic_prompt),
+                     ("benign", config.samples_per_benign_prompt)):
+        members = [p for p in prompts if p.is_toxic_prompt == (group == "toxic")]
+        if not members:
+            continue
+        gen = {"k": k, "max_new_tokens": config.max_new_tokens,
+               "temperature": config.temperature, "top_p": config.top_p}
+        key = hashlib.sha256(json.dumps(gen, sort_keys=True).encode()).hexdigest()[:8]
+        member_texts = [p.text for p in members]
+        outputs = {}
+        for side, (model, tok, seed) in {
+                "base": (base_model, tokenizer, config.seed),
+                "aligned": (aligned_model, aligned_tokenizer, config.seed + 1)}.items():
+            say(f"[3/5] {side} model: {k} continuations of each of {len(members)} {group} prompts")
+            with _stage_timer(stage_dir, f"generate_{side}_{group}", timings):
+                outputs[side] = lm.generate_to_file(
+                    model, tok, member_texts, stage_dir / f"gen-{side}-{group}-{key}",
+                    chunk_size=config.chunk_size, seed=seed, batch_size=config.gen_batch_size,
+                    progress=progress, **gen)
+        rows += [
+            {"prompt_id": p.prompt_id, "prompt": p.text, "prompt_source": p.source,
+             "is_toxic_prompt": p.is_toxic_prompt, "sample_index": j,
+             "o_T": outputs["aligned"][i][j], "o_NT": outputs["base"][i][j]}
+            for i, p in enumerate(members) for j in range(k)
+        ]
 
     # 4. log-probs of the aligned outputs under both models: KL(aligned ‖ base) ≈ mean of the
     #    difference (Monte Carlo over the aligned model's own samples).
@@ -199,12 +213,12 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
     logp = {}
     for side, (model, tok) in {"aligned": (aligned_model, aligned_tokenizer),
                                "base": (base_model, tokenizer)}.items():
-        path = stage_dir / f"logp-{side}-{gen_key}-{len(kl_rows)}.npy"
+        rows_key = hashlib.sha256(json.dumps(kl_texts).encode()).hexdigest()[:8]
+        path = stage_dir / f"logp-{side}-{rows_key}.npy"
         if not path.exists():
-            values = _timed_stage(stage_dir, f"logprobs_{side}", timings, lambda m=model, t=tok:
-                                  lm.sequence_logprobs(m, t, kl_prompts, kl_texts,
-                                                       progress=progress))
-            np.save(path, values)
+            with _stage_timer(stage_dir, f"logprobs_{side}", timings):
+                np.save(path, lm.sequence_logprobs(model, tok, kl_prompts, kl_texts,
+                                                   progress=progress))
         logp[side] = np.load(path)
     for column in ("logp_T_aligned", "logp_T_base"):
         full = np.full(len(rows), np.nan)
