@@ -66,8 +66,31 @@ def cmd_world_build(args: argparse.Namespace) -> int:
 
     config = load_build_config(args.config)
     out = args.out or (DEFAULT_WORLD_DIR if config.name == "default" else f"worlds/{config.name}")
-    build_world(config, out)
+    pairset = build_world(config, out)
+    run_id = record_world_build(pairset, args.tracking_uri)
+    print(f"MLflow: experiment world_build, run {run_id} (RLHF curves, card)")
     return cmd_world_info(argparse.Namespace(path=str(out), card=False))
+
+
+def record_world_build(pairset, tracking_uri: str | None) -> str:
+    """The build as an MLflow run: config, RLHF curves per step, toxicity/KL, the card."""
+    import json
+
+    from fairl.tracking import record_run
+
+    card = pairset.card
+    metrics = {"pairs": card["sizes"]["all"]["pairs"], "tnt_pairs": card["tnt"]["count"],
+               "tnt_fraction": card["tnt"]["fraction"], "build_minutes": card["build_seconds"] / 60}
+    for judge, stats in card["toxicity"]["all"].items():
+        metrics.update({f"{judge}_base_toxic_rate": stats["base_rate"],
+                        f"{judge}_aligned_toxic_rate": stats["aligned_rate"]})
+    if card.get("mean_kl", {}).get("all") is not None:
+        metrics["mean_kl"] = card["mean_kl"]["all"]
+    return record_run(
+        tracking_uri, "world_build", card["name"], params=card["build_config"], metrics=metrics,
+        curves=card.get("rlhf_curves", {}),
+        tags={"world": card["name"], "dataset_hash": card["content_hash"], "kind": "world_build"},
+        texts={"card.json": json.dumps(card, indent=1, ensure_ascii=False)})
 
 
 def cmd_world_info(args: argparse.Namespace) -> int:
@@ -147,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                     ".cache/worlds/). Config fields: fairl/data/build.py WorldBuildConfig.")
     world_build.add_argument("--config", metavar="FILE.yaml", help="WorldBuildConfig fields")
     world_build.add_argument("--out", help="output folder (default: the embedded world's)")
+    world_build.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
     world_build.set_defaults(handler=cmd_world_build)
     world_info = world_commands.add_parser(
         "info", help="print a world's card: sizes, T→NT, toxicity before/after, KL, build time")

@@ -30,6 +30,7 @@ import csv
 import functools
 import io
 import json
+import math
 import os
 import socket
 import subprocess
@@ -442,3 +443,24 @@ def serve_ui(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def record_run(uri: str | None, experiment: str, name: str, *, params: dict[str, Any],
+               metrics: dict[str, float], curves: dict[str, list[float]],
+               tags: dict[str, str], texts: dict[str, str | bytes] | None = None) -> str:
+    """Log a finished piece of work (a world build, a policy run) as one FINISHED run.
+
+    `curves` are per-step lists logged as `curve/<name>` with step = 1, 2, ...; returns the
+    run id. Used where the work itself is cached, so the run can be recorded after it.
+    """
+    uri = resolve_tracking_uri(uri)
+    run_id = start_run(uri, experiment_id(uri, experiment), name,
+                       {**environment_tags(), **tags})
+    log_run(uri, run_id, params=flatten(params), metrics=metrics,
+            curves={key: {step + 1: value for step, value in enumerate(values)
+                          if not math.isnan(value)}  # NaN steps (no sample) are skipped
+                    for key, values in curves.items()})
+    for path, text in (texts or {}).items():
+        log_text(uri, run_id, text, path)
+    end_run(uri, run_id)
+    return run_id
