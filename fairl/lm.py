@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import shutil
@@ -21,8 +22,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 # With the 2 cores shared by other jobs, OpenMP's default spin-waiting made 2-thread torch
-# 3-5x slower than 1 thread (measured); passive waiting keeps 2 threads ahead. This only
-# takes effect if torch is not imported yet: entry points should set it too.
+# 3-5x slower than 1 thread (measured); passive waiting narrows that. This only takes
+# effect if torch is not imported yet: entry points should set it too.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
@@ -46,6 +47,7 @@ class ModelUnavailable(RuntimeError):
 
 def load_lm(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) in eval mode; tokenizer pads on the left with pad = eos if unset."""
+    configure_threads()
     if name == DEFAULT_MODEL:
         path = smollm2_cache()
         model, tokenizer = _from_pretrained(str(path), dtype=dtype, local_files_only=True)
@@ -58,6 +60,32 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32):
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer
+
+
+_THREADS_CONFIGURED = False
+
+
+def configure_threads() -> int:
+    """Set torch's intra-op threads once per process: $FAIRL_THREADS, else 1 on a busy machine.
+
+    Measured on the 2 shared cores: alone, 2 threads generate ~150 tok/s against ~100 for
+    1 thread; with two other torch jobs running, 2 threads fell to ~20 tok/s and 1 thread
+    kept ~60. So when the 1-minute load average already reaches the core count before we
+    start, one thread is used. Returns the thread count in effect.
+    """
+    global _THREADS_CONFIGURED
+    if not _THREADS_CONFIGURED:
+        _THREADS_CONFIGURED = True
+        requested = os.environ.get("FAIRL_THREADS", "").strip()
+        if requested:
+            torch.set_num_threads(int(requested))
+        elif os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.25:
+            torch.set_num_threads(1)
+            logging.getLogger(__name__).info(
+                "machine busy (load %.1f): torch uses 1 thread; set FAIRL_THREADS to override",
+                os.getloadavg()[0],
+            )
+    return torch.get_num_threads()
 
 
 def smollm2_gguf_path() -> Path:

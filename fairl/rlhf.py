@@ -12,12 +12,14 @@ re-train the base model on rewards extracted by IRL. One step:
    reference pi_ref is the base model itself, i.e. the same network with the adapter disabled;
 4. one AdamW step on the LoRA weights (on-policy, so no importance ratio is needed).
 
-Why not TRL: trl 1.16's GRPOTrainer runs here on CPU (LoRA via `peft_config`, beta > 0 uses
-the adapter-disabled model as reference) but one step of 16 prompts x 4 samples x 24 tokens
-took 95-130 s on the 2 shared cores, against 25-40 s for this loop on the same batch (its
-generation path and gradient checkpointing add cost, and it gives us no control over the
-sampler). This loop also gives per-row-seeded sampling (`fairl.lm`), so a killed run that
-resumes from its checkpoint replays exactly the samples it would have drawn.
+Why not TRL: trl 1.16's GRPOTrainer does run here on CPU (LoRA via `peft_config`; with beta > 0
+it uses the adapter-disabled model as reference), but on the same batch (16 prompts x 4
+samples x 24 tokens, SmolLM2-135M, LoRA r=16 on all linear layers) it took 95-130 s/step with
+its defaults (gradient checkpointing, fp32) and 37-41 s/step with gradient_checkpointing=False
+and bf16=True, against 17-21 s/step for this loop (bf16 autocast, logits only for completion
+tokens), all measured on the 2 shared cores. At ~70 steps that is ~25 against ~45 min for the
+detox run. This loop also samples with per-row seeds (`fairl.lm`), so a killed run resumed
+from its checkpoint replays exactly the samples it would have drawn.
 """
 
 from __future__ import annotations
@@ -48,9 +50,15 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass(frozen=True)
 class RLHFConfig:
-    """Settings of one policy-optimisation run; all of them enter the cache identity."""
+    """Settings of one policy-optimisation run; all of them enter the cache identity.
 
-    steps: int = 60
+    Defaults = the measured detox run: SmolLM2-135M, 1 500 prompts, reward log-odds of
+    non-toxic by profanity_check; 22 min on 2 cores; on 200 held-out prompts x 2 samples the
+    toxic rate (p > 0.5) fell from 6.5 % to 0.7 % at sequence KL 1.4 nats. kl_beta=0.05 gave
+    0.3 % at KL 9.1 nats (perplexity under the base 34 -> 44 instead of 34 -> 35).
+    """
+
+    steps: int = 70
     """Number of optimiser steps (one batch of fresh samples each)."""
     prompts_per_step: int = 16
     """Prompts drawn per step (epochs over the prompt list are reshuffled by seed)."""
@@ -60,9 +68,9 @@ class RLHFConfig:
     """Longest sampled continuation, in tokens."""
     temperature: float = 1.0
     """Sampling temperature; log-probs in the loss use the same temperature."""
-    lr: float = 3e-4
+    lr: float = 5e-4
     """AdamW learning rate of the LoRA weights."""
-    kl_beta: float = 0.05
+    kl_beta: float = 0.2
     """Weight of the per-token KL penalty to the base model (advantages have unit std)."""
     scale_advantages: bool = True
     """Divide advantages by their batch std so lr and kl_beta do not depend on reward scale."""
