@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fairl.paths import cache_dir
+from fairl.paths import cache_dir, file_sha256
 
 CACHE_FORMAT = 1  # bump when the shard layout or an encoder's numerics change
 COMPACT_AT = 64  # merge a cache's shards into one when there are more than this
@@ -61,19 +61,6 @@ class EncodeStats:
 
 
 # ------------------------------------------------------------------------------ files
-
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, memoised per (path, size, mtime) in the process."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        with open(path, "rb") as handle:
-            _FILE_HASHES[key] = hashlib.file_digest(handle, "sha256").hexdigest()
-    return _FILE_HASHES[key]
-
 
 def text_key(text: str) -> bytes:
     """Cache key of a text: its 32-byte sha256."""

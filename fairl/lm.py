@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fairl.paths import cache_dir
+from fairl.paths import cache_dir, file_sha256
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -105,7 +105,7 @@ def smollm2_gguf_path() -> Path:
 def smollm2_cache(*, rebuild: bool = False) -> Path:
     """Folder with SmolLM2 as safetensors + tokenizer; built from the GGUF on first use."""
     gguf = smollm2_gguf_path()
-    target = cache_dir() / "models" / f"{DEFAULT_MODEL}-{_sha256(gguf)[:12]}"
+    target = cache_dir() / "models" / f"{DEFAULT_MODEL}-{file_sha256(gguf)[:12]}"
     if target.exists() and not rebuild and _manifest_ok(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -139,29 +139,16 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
     manifest = {
         "source": str(gguf),
-        "source_sha256": _sha256(gguf),
-        "files": {WEIGHTS: _sha256(out_dir / WEIGHTS)},
+        "source_sha256": file_sha256(gguf),
+        "files": {WEIGHTS: file_sha256(out_dir / WEIGHTS)},
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
-
-
-_VERIFIED: dict[tuple[str, int, int], str] = {}
-
-
-def _sha256(path: Path) -> str:
-    """sha256 of a file, memoised per (path, size, mtime) within the process."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _VERIFIED:
-        with open(path, "rb") as handle:
-            _VERIFIED[key] = hashlib.file_digest(handle, "sha256").hexdigest()
-    return _VERIFIED[key]
 
 
 def _manifest_ok(folder: Path) -> bool:
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        return all(_sha256(folder / name) == digest for name, digest in manifest["files"].items())
+        return all(file_sha256(folder / name) == digest for name, digest in manifest["files"].items())
     except (OSError, ValueError, KeyError):
         return False
 

@@ -26,3 +26,19 @@ def mlruns_dir() -> Path:
     path = Path(os.environ.get("FAIRL_MLRUNS", project_root() / "mlruns"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, memoised per (path, size, mtime) within the process."""
+    import hashlib
+
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        with open(path, "rb") as handle:
+            _FILE_HASHES[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return _FILE_HASHES[key]

@@ -18,7 +18,6 @@ the handful of near-certain scores from dominating correlations (STARC).
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from fairl.data.prompts import (
     hub_reachable,
     package_dir,
 )
+from fairl.paths import file_sha256
 
 REWARD_CLIP = 6.0  # |r*| <= 6  <=>  p clipped to [0.0025, 0.9975]
 TOXIC_THRESHOLD = 0.5  # an output is "toxic" when its toxicity >= this
@@ -59,10 +59,6 @@ class Scorer:
 
     def reward(self, texts: Sequence[str]) -> np.ndarray:
         return reward_from_toxicity(self.toxicity(texts))
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class ProfanityScorer(Scorer):
@@ -179,7 +175,7 @@ class BiLSTMJudge(Scorer):
         self.net = BiLSTMNet(self.VOCAB_SIZE).eval()
         self.net.load_keras_weights(weights)
         self.batch_size = batch_size
-        self.version = f"toxic-comment-classifier weights sha256:{_file_sha256(weights)[:16]}"
+        self.version = f"toxic-comment-classifier weights sha256:{file_sha256(weights)[:16]}"
 
     def token_ids(self, texts: Sequence[str]) -> np.ndarray:
         """(n, MAXLEN) int64: Keras `texts_to_sequences` + `pad_sequences` (pre-pad, pre-truncate)."""
