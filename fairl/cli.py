@@ -8,6 +8,7 @@ import sys
 from fairl import __version__
 from fairl.config import ConfigError
 from fairl.report import add_report_commands
+from fairl.rerlhf import add_rerlhf_commands
 from fairl.study import add_study_commands
 
 METRIC_ORDER = ["accuracy", "f1", "roc_auc", "pairwise_accuracy", "starc"]
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_study_commands(commands)  # study run|list|status, ui, dashboard
     add_report_commands(commands)  # report
+    add_rerlhf_commands(commands)  # rerlhf run|status
     return parser
 
 

@@ -39,7 +39,7 @@ from fairl import tracking
 # Items in report order: module analysis.<item> defines STUDY, TITLE and build().
 ITEMS = ("main_table", "training_curves", "reward_distributions", "failures", "tnt_fraction",
          "ablation_no_rf", "ablation_fixed_lambda", "ablation_failure_source", "sweep_heatmap",
-         "importances")
+         "importances", "rerlhf")
 
 
 # --- runs ------------------------------------------------------------------------------------
