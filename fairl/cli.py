@@ -43,23 +43,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fairl.experiment import WorldSpec, run_experiment
-    from fairl.irl import FitConfig
-    from fairl.worlds import WORLDS, load_world
+    from fairl.demo import run_demo
 
-    name = args.world or ("default" if "default" in WORLDS else "planted")
-    spec = WorldSpec(name=name)
-    world = load_world(spec.name, spec.options)
-    print(f"world={name} ({world.dataset_hash}): {len(world.train)} train / "
-          f"{len(world.test)} test pairs; metrics on the held-out test pairs")
-    rows = {}
-    for objective in ("max_margin", "max_entropy"):
-        for method, overrides in (("standard IRL", {"failure_mode": "none", "dual_path": False}),
-                                  ("FA-IRL", {})):
-            config = FitConfig(objective=objective, **overrides)
-            rows[f"{method} / {objective}"] = run_experiment(spec, config, world).test_metrics
-    print(metrics_table(rows))
-    return 0
+    return run_demo(tuple(args.studies), tracking_uri=args.tracking_uri, storage=args.storage)
 
 
 def cmd_world_build(args: argparse.Namespace) -> int:
@@ -153,12 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--save", metavar="FILE.npz", help="save the fitted reward heads")
     fit.set_defaults(handler=cmd_fit)
 
+    from fairl.demo import DEMO_STUDIES
+
     demo = commands.add_parser(
-        "demo", help="the main job: standard IRL vs FA-IRL on the embedded default world",
-        description="Fit standard IRL and FA-IRL (max-margin and max-entropy) on the embedded "
-                    "default world and print their held-out metrics.")
-    demo.add_argument("--world", help="world name (default: the embedded default world)")
+        "demo", help="the main job: the paper's studies on the embedded default world + report",
+        description="Describe the embedded default world (base vs RLHF-detoxified SmolLM2 "
+                    "outputs), run the paper's studies on it (standard IRL vs FA-IRL, ablations, "
+                    "T→NT fraction, FA-IRL sweep; each resumes), and rebuild reports/REPORT.md.")
+    demo.add_argument("--studies", nargs="+", default=list(DEMO_STUDIES), metavar="NAME",
+                      help=f"studies/<NAME>.yaml to run (default: {' '.join(DEMO_STUDIES)})")
+    demo.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
+    demo.add_argument("--storage", help="Optuna storage (default: mlruns/optuna.journal)")
     demo.set_defaults(handler=cmd_demo)
+
     world = commands.add_parser(
         "world", help="build or describe a world's pair dataset",
         description="The embedded default world is committed under fairl/data/default_world; "

@@ -1,0 +1,38 @@
+"""The main job (`make demo` / `fairl demo`): the paper's studies on the embedded world + report.
+
+1. describe the embedded default world (base vs RLHF-detoxified SmolLM2 outputs);
+2. run the paper's studies on it (each resumes: a second demo only rebuilds the report);
+3. rebuild reports/ (tables, figures, REPORT.md) from the MLflow runs.
+Embeddings are computed on first use and cached (.cache/embeddings).
+"""
+
+from __future__ import annotations
+
+import time
+
+from fairl.paths import project_root
+
+DEMO_STUDIES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda",
+                "ablation_failure_source", "tnt_fraction", "fa_sweep")
+
+
+def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None = None,
+             storage: str | None = None) -> int:
+    from fairl.cli import world_summary
+    from fairl.data.build import DEFAULT_WORLD_DIR
+    from fairl.data.pairset import PairSet
+    from fairl.report import build_report
+    from fairl.study import run_study
+
+    started = time.perf_counter()
+    print(world_summary(PairSet.load(DEFAULT_WORLD_DIR).card, DEFAULT_WORLD_DIR), flush=True)
+    for name in studies:
+        print(f"\n== study {name}: fairl study run studies/{name}.yaml", flush=True)
+        run_study(project_root() / "studies" / f"{name}.yaml", storage=storage,
+                  tracking_uri=tracking_uri)
+    print("\n== report: fairl report", flush=True)
+    code = build_report(tracking_uri)
+    report = project_root() / "reports" / "REPORT.md"
+    print(f"\ndemo done in {(time.perf_counter() - started) / 60:.1f} min; open {report} "
+          "and the MLflow UI (fairl ui)")
+    return code
