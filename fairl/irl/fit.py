@@ -226,10 +226,9 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
                   "n_sampled": 0}
         round_margins = []
         for batch in _batches(n, config.batch_size, generator, device):
-            batch_diffs = diffs if batch is None else diffs[batch]
-            gt_batch = gt_margins if gt_margins is None or batch is None else gt_margins[batch]
-            terms = fa_irl_loss(batch_diffs, weights, config, gamma=gamma, lam=lam, p=p,
-                                gt_margins=gt_batch, generator=generator)
+            terms = fa_irl_loss(diffs[batch], weights, config, gamma=gamma, lam=lam, p=p,
+                                gt_margins=None if gt_margins is None else gt_margins[batch],
+                                generator=generator)
             if not torch.isfinite(terms.total):
                 raise FitDiverged(
                     f"loss is {terms.total.item()} at round {t} (base={terms.base.item():.4g}, "
@@ -245,10 +244,7 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
             record["loss_l2"] += terms.l2.item() * share
             record["n_failures"] += int(terms.failure_mask.sum())
             record["n_sampled"] += len(terms.sampled)
-            if batch is None:
-                failure_counts += terms.failure_mask
-            else:
-                failure_counts[batch] += terms.failure_mask
+            failure_counts[batch] += terms.failure_mask
             round_margins.append(terms.margins)
         margins = torch.cat(round_margins)
         record.update(margin_mean=margins.mean().item(), margin_min=margins.min().item(),
@@ -269,9 +265,9 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
 
 
 def _batches(n: int, batch_size: int | None, generator: torch.Generator, device):
-    """Full batch (yields None) or a seeded shuffle into minibatches of indices."""
+    """Full batch (a slice: views, no copies) or a seeded shuffle into minibatches."""
     if batch_size is None or batch_size >= n:
-        yield None
+        yield slice(None)
         return
     order = torch.randperm(n, generator=generator).to(device)
     yield from order.split(batch_size)
