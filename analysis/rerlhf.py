@@ -168,7 +168,8 @@ def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out):
             smooth = wide.rolling(window, min_periods=1).mean()
             color = SOURCE_COLORS.get(name, "#937860")
             ax.plot(smooth.index, smooth.mean(axis=1), color=color, lw=1.8,
-                    label=f"{source_label(name)} ({wide.shape[1]} seeds)")
+                    label=f"{source_label(name)} ({wide.shape[1]} seed"
+                          + ("s)" if wide.shape[1] > 1 else ")"))
             if wide.shape[1] > 1:
                 ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1),
                                 color=color, alpha=0.18, lw=0)
@@ -200,12 +201,15 @@ def build(options: Options) -> Section:
     first = source.runs[0]
     eval_prompts = first.params.get("n_eval_prompts", "?")
     samples = first.param("eval.samples") if "eval.samples" in first.params else "?"
+    kind = first.param("eval.prompts.kind") if "eval.prompts.kind" in first.params else "?"
+    kind = {"all": "toxic and benign", "toxic": "toxic", "benign": "benign"}.get(kind, kind)
+    split = first.param("eval.prompts.split") if "eval.prompts.split" in first.params else "?"
+    split = "held-out test" if split == "test" else split
     steps = next((run.param("rlhf.steps") for run in source.runs if "rlhf.steps" in run.params),
                  "?")
     caption = (f"Re-RLHF of the base LM ({first.params.get('base_model', '?')}) on each reward "
-               f"source, {steps} RLOO steps each, evaluated on {eval_prompts} held-out prompts "
-               f"({first.param('eval.prompts.kind') if 'eval.prompts.kind' in first.params else '?'}"
-               f", {samples} samples each): toxic rate (toxicity >= "
+               f"source, {steps} RLOO steps each, evaluated on {eval_prompts} {kind} prompts of "
+               f"the {split} split ({samples} samples each): toxic rate (toxicity >= "
                f"{first.params.get('threshold', '0.5')}) and mean toxicity by the independent "
                f"BiLSTM judge and by r*'s scorer, KL to the base, perplexity under the base, "
                f"length, distinct-2 and repetition; mean ± std over up to {seeds} seeds.")

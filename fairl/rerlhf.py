@@ -767,9 +767,9 @@ def study_runs(uri: str, name: str, study_file: str):
 
 def cmd_run(args) -> int:
     if args.threads:
-        import torch
+        import os
 
-        torch.set_num_threads(args.threads)
+        os.environ["FAIRL_THREADS"] = str(args.threads)  # fairl.lm.configure_threads reads it
     try:
         statuses = run_study(args.study, args.tracking_uri, args.only, args.seeds)
     except KeyboardInterrupt:
@@ -799,7 +799,8 @@ def add_rerlhf_commands(commands) -> None:
     run.add_argument("--only", nargs="+", metavar="SOURCE", help="run only these sources")
     run.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                      help="run only these seeds (default: the study's)")
-    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--threads", type=int,
+                     help="torch CPU threads (sets $FAIRL_THREADS; default: fairl.lm's choice)")
     run.set_defaults(handler=cmd_run)
     status = actions.add_parser("status", help="each cell's latest run and key metrics")
     status.add_argument("study", help="study file")
