@@ -114,7 +114,8 @@ def world_summary(card: dict, path) -> str:
                  f"{'n/a' if kl is None else f'{kl:.3f} nats'}")
     stages = card.get("build_config", {}).get("stage_seconds", {})
     detail = ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
-    lines.append(f"  build time: {card.get('build_seconds', 0) / 60:.1f} min ({detail})")
+    lines.append(f"  build time: {card.get('build_seconds', 0) / 60:.1f} min, stage times summed "
+                 f"({detail})")
     return "\n".join(lines)
 
 

@@ -33,6 +33,9 @@ def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None =
     print("\n== report: fairl report", flush=True)
     code = build_report(tracking_uri)
     report = project_root() / "reports" / "REPORT.md"
+    main_table = project_root() / "reports" / "tables" / "main_table.md"
+    if main_table.is_file():  # the headline numbers: standard IRL vs FA-IRL on held-out pairs
+        print("\n" + main_table.read_text(encoding="utf-8"))
     print(f"\ndemo done in {(time.perf_counter() - started) / 60:.1f} min; open {report} "
           "and the MLflow UI (fairl ui)")
     return code
