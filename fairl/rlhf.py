@@ -17,7 +17,7 @@ it uses the adapter-disabled model as reference), but on the same batch (16 prom
 samples x 24 tokens, SmolLM2-135M, LoRA r=16 on all linear layers) it took 95-130 s/step with
 its defaults (gradient checkpointing, fp32) and 37-41 s/step with gradient_checkpointing=False
 and bf16=True, against 17-21 s/step for this loop (bf16 autocast, logits only for completion
-tokens), all measured on the 2 shared cores. At ~70 steps that is ~25 against ~45 min for the
+tokens), all measured on the 2 shared cores of a CPU with native bf16 (fp32 elsewhere). At ~70 steps that is ~25 against ~45 min for the
 detox run. This loop also samples with per-row seeds (`fairl.lm`), so a killed run resumed
 from its checkpoint replays exactly the samples it would have drawn.
 """

@@ -56,6 +56,12 @@ def test_config_validation_names_the_field(field, value):
         rlhf.RLHFConfig(**{field: value})
 
 
+def test_bf16_autocast_auto_resolves_to_the_cpu_and_explicit_values_stay():
+    assert rlhf.RLHFConfig().bf16_autocast is rlhf.native_bf16()
+    assert rlhf.RLHFConfig(bf16_autocast=True).bf16_autocast is True
+    assert rlhf.RLHFConfig(bf16_autocast=False).bf16_autocast is False
+
+
 def test_reward_fn_may_take_prompts_and_must_return_one_finite_float_per_text():
     seen = {}
 
