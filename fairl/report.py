@@ -295,7 +295,8 @@ def provenance(section: Section, out: Path) -> str:
     for source in section.sources:
         lines.append(f"* Study `{source.study}` ({source.study_file}); MLflow experiment "
                      f"`{source.study}` (id {source.experiment_id}); launch run(s) "
-                     + (", ".join(f"`{launch}`" for launch in source.launches) or "none"))
+                     + (", ".join(f"`{launch}`" for launch in source.launches)
+                        or "none (a plain grid, not an Optuna study)"))
     runs = [run for run, _ in section.runs]
     commits = sorted({(run.tags.get("git_commit", "unknown"), run.tags.get("git_dirty", "?"))
                       for run in runs})
@@ -309,7 +310,8 @@ def provenance(section: Section, out: Path) -> str:
     files = ", ".join(f"[{path.relative_to(out)}]({path.relative_to(out)})"
                       for path in section.files)
     lines.append(f"* Files: {files}")
-    run_lines = [f"  * `{run.run_id}` trial {run.trial}: {label}" for run, label in section.runs]
+    run_lines = [f"  * `{run.run_id}`" + (f" trial {run.trial}" if run.trial >= 0 else "")
+                 + f": {label}" for run, label in section.runs]
     if len(run_lines) <= 8:
         lines.append("* Runs:")
         lines += run_lines
