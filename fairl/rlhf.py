@@ -17,7 +17,8 @@ it uses the adapter-disabled model as reference), but on the same batch (16 prom
 samples x 24 tokens, SmolLM2-135M, LoRA r=16 on all linear layers) it took 95-130 s/step with
 its defaults (gradient checkpointing, fp32) and 37-41 s/step with gradient_checkpointing=False
 and bf16=True, against 17-21 s/step for this loop (bf16 autocast, logits only for completion
-tokens), all measured on the 2 shared cores of a CPU with native bf16 (fp32 elsewhere). At ~70 steps that is ~25 against ~45 min for the
+tokens), all measured on the 2 shared cores of a CPU with native bf16 (on one without it the
+loop runs in fp32: `RLHFConfig.bf16_autocast`). At ~70 steps that is ~25 against ~45 min for the
 detox run. This loop also samples with per-row seeds (`fairl.lm`), so a killed run resumed
 from its checkpoint replays exactly the samples it would have drawn.
 """
@@ -92,7 +93,7 @@ class RLHFConfig:
     """CPU bfloat16 autocast for sampling and the update; None = on iff the CPU has native bf16.
 
     With native bf16 (AVX512-BF16 / AMX) the update ran ~2x faster than fp32; on an AVX2-only
-    CPU bf16 is emulated and a step took ~400 s instead of ~30 s, hence the auto default. The
+    CPU bf16 is emulated: a re-RLHF step took ~400 s instead of ~46 s in fp32, hence auto. The
     resolved value is what the cache identity and the logged params record."""
     checkpoint_every: int = 10
     """Save adapter + optimiser state every this many steps (a killed run resumes there)."""
