@@ -50,7 +50,7 @@ class TrialRun:
 
     run_id: str
     name: str
-    trial: int
+    trial: int  # Optuna trial number; -1 for a run outside Optuna (a re-RLHF cell)
     start_time: int
     params: dict[str, str]
     metrics: dict[str, float]
@@ -295,8 +295,7 @@ def provenance(section: Section, out: Path) -> str:
     for source in section.sources:
         lines.append(f"* Study `{source.study}` ({source.study_file}); MLflow experiment "
                      f"`{source.study}` (id {source.experiment_id}); launch run(s) "
-                     + (", ".join(f"`{launch}`" for launch in source.launches)
-                        or "none (a plain grid, not an Optuna study)"))
+                     + (", ".join(f"`{launch}`" for launch in source.launches) or "none"))
     runs = [run for run, _ in section.runs]
     commits = sorted({(run.tags.get("git_commit", "unknown"), run.tags.get("git_dirty", "?"))
                       for run in runs})
