@@ -19,6 +19,7 @@ from analysis.common import (
     method_label,
     objective_label,
     save_figure,
+    script_main,
     t_interval,
 )
 from fairl.report import Options, Section
@@ -76,6 +77,4 @@ def build(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

@@ -20,10 +20,12 @@ from analysis.common import (
     objective_order,
     remove_outputs,
     save_figure,
+    script_main,
     t_interval,
     write_table,
 )
-from fairl.report import MissingStudy, Options, Section, StudyRuns, TrialRun
+from fairl.report import Options, Section
+from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
 
 NAME = "ablation_fixed_lambda"
 STUDY = "ablation_fixed_lambda"
@@ -122,6 +124,4 @@ def build(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

@@ -15,9 +15,11 @@ from analysis.common import (
     objective_label,
     objective_order,
     remove_outputs,
+    script_main,
     write_table,
 )
-from fairl.report import MissingStudy, Options, Section, StudyRuns, TrialRun
+from fairl.report import Options, Section
+from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
 
 NAME = "ablation_no_rf"
 STUDY = "ablation_no_rf"
@@ -69,6 +71,4 @@ def build(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +259,15 @@ def comparison(entries, block_name: str, row_name: str, reference_name: str):
         table.append(cells)
         records.append(record)
     return columns, table, pd.DataFrame(records)
+
+
+# --- running one item as a script ----------------------------------------------------------------
+
+def script_main(item: str) -> None:
+    """`python analysis/<item>.py [fairl report options]` = `fairl report --only <item> ...`.
+
+    The process becomes the fairl CLI (exec), so analysis/ never imports it: the CLI sits
+    above analysis in the layers (pyproject.toml, [tool.importlinter]).
+    """
+    os.execv(sys.executable, [sys.executable, "-m", "fairl", "report", "--only", item,
+                              *sys.argv[1:]])

@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from analysis.common import fmt, markdown_table, remove_outputs
+from analysis.common import fmt, markdown_table, remove_outputs, script_main
 from analysis.training_curves import chosen_runs, run_label
 from fairl.report import Options, Section
 
@@ -81,6 +81,4 @@ def build(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

@@ -15,8 +15,9 @@ import math
 
 import pandas as pd
 
-from analysis.common import METRIC_NAMES, figure_style, remove_outputs, save_figure
-from fairl.report import MissingStudy, Options, Section, StudyRuns, TrialRun
+from analysis.common import METRIC_NAMES, figure_style, remove_outputs, save_figure, script_main
+from fairl.report import Options, Section
+from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
 
 NAME = "importances"
 STUDY = "fa_sweep"
@@ -143,6 +144,4 @@ def build(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

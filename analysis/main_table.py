@@ -22,10 +22,12 @@ from analysis.common import (
     paired_tests,
     relative_change,
     remove_outputs,
+    script_main,
     t_interval,
     write_table,
 )
-from fairl.report import MissingStudy, Options, Section, StudyRuns, TrialRun
+from fairl.report import Options, Section
+from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
 
 NAME = "main_table"
 STUDY = "main_table"
@@ -112,6 +114,4 @@ def starc_summary(data: pd.DataFrame) -> str:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

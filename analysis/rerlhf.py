@@ -25,9 +25,12 @@ from analysis.common import (
     paired_tests,
     remove_outputs,
     save_figure,
+    script_main,
     write_table,
 )
-from fairl.report import Options, Section, StudyRuns, TrialRun, markdown_text, study_name
+from fairl.report import Options, Section, markdown_text, study_name
+from fairl.runs.read import StudyRuns, TrialRun, load_policy_runs
+from fairl.runs.store import default_tracking_uri
 
 NAME = "rerlhf"
 STUDY = "rerlhf/rerlhf"  # studies/rerlhf/rerlhf.yaml (a subfolder: not an IRL study file)
@@ -184,8 +187,6 @@ def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out):
 
 
 def build(options: Options) -> Section:
-    from fairl.rerlhf import study_runs
-
     name, study_file = study_name(options.studies_dir, STUDY)
     if not (options.studies_dir / f"{STUDY}.yaml").is_file():
         # A studies folder without the re-RLHF study (e.g. a shrunk set of IRL studies):
@@ -193,7 +194,9 @@ def build(options: Options) -> Section:
         remove_outputs(options.out, NAME)
         return Section(TITLE, [], [], [], [], [], notes=(
             f"Skipped: {options.studies_dir} has no {STUDY}.yaml."))
-    source = study_runs(options.uri, name, study_file)
+    hint = f"fairl rerlhf run {study_file}" + (
+        "" if options.uri == default_tracking_uri() else f" --tracking-uri {options.uri}")
+    source = load_policy_runs(options.uri, name, study_file, hint)
     cells = by_source(source)
     remove_outputs(options.out, NAME)
     columns, rows, data = table(cells)
@@ -235,6 +238,4 @@ def _markdown(columns, rows) -> str:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

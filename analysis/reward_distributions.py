@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.common import figure_style, objective_label, remove_outputs, save_figure
+from analysis.common import figure_style, objective_label, remove_outputs, save_figure, script_main
 from analysis.main_table import method_pairs
-from fairl.report import MissingStudy, Options, Section, StudyRuns, TrialRun
+from fairl.report import Options, Section
+from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
 
 NAME = "reward_distributions"
 STUDY = "main_table"
@@ -112,6 +113,4 @@ def build(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

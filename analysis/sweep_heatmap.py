@@ -20,9 +20,11 @@ from analysis.common import (
     objective_order,
     remove_outputs,
     save_figure,
+    script_main,
 )
 from analysis.importances import run_param
-from fairl.report import MissingStudy, Options, Section, StudyRuns
+from fairl.report import Options, Section
+from fairl.runs.read import MissingStudy, StudyRuns
 
 NAME = "sweep_heatmap"
 STUDY = "fa_sweep"
@@ -137,6 +139,4 @@ def build(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

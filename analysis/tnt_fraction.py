@@ -21,9 +21,11 @@ from analysis.common import (
     paired_tests,
     remove_outputs,
     save_figure,
+    script_main,
     t_interval,
 )
-from fairl.report import MissingStudy, Options, Section, StudyRuns
+from fairl.report import Options, Section
+from fairl.runs.read import MissingStudy, StudyRuns
 
 NAME = "tnt_fraction"
 STUDY = "tnt_fraction"
@@ -106,6 +108,4 @@ def build(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.common import COLORS, figure_style, objective_label, remove_outputs, save_figure
-from fairl.report import MissingStudy, Options, Section, StudyRuns, TrialRun, load_run
+from analysis.common import (
+    COLORS,
+    figure_style,
+    objective_label,
+    remove_outputs,
+    save_figure,
+    script_main,
+)
+from fairl.report import Options, Section
+from fairl.runs.read import MissingStudy, StudyRuns, TrialRun, load_run
 
 NAME = "training_curves"
 STUDY = "main_table"
@@ -110,6 +118,4 @@ def run_label(run: TrialRun) -> str:
 
 
 if __name__ == "__main__":
-    from fairl.report import script_main
-
-    raise SystemExit(script_main(NAME))
+    script_main(NAME)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ def describe_validation_error(error: pydantic.ValidationError, where: str) -> st
     lines = []
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"])
-        field = f"{where}.{location}" if location else where
+        field = ".".join(part for part in (where, location) if part) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         got = problem.get("input")
-        got_text = "" if problem["type"] in {"missing"} or isinstance(got, dict) else f" (got {got!r})"
+        got_text = ("" if problem["type"] in {"missing"} or isinstance(got, dict | list)
+                    else f" (got {got!r})")
         lines.append(f"{field}: {message}{got_text}")
     return "\n".join(lines)
 
@@ -40,13 +42,22 @@ def build(cls, values: dict[str, Any] | None, where: str):
         raise ConfigError(describe_validation_error(error, where)) from None
 
 
+class _YAML12Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.2), not as a string."""
+
+
+_YAML12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors that name the file (missing, malformed, not a mapping)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_YAML12Loader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: malformed YAML: {error}") from None
     if not isinstance(data, dict):

@@ -6,15 +6,20 @@ Both `fairl fit` and every study trial go through `run_experiment`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from fairl.config import STRICT, ConfigError, build
-from fairl.irl import FitConfig, FitResult, fit
+from fairl.data.compose import compose_pairs
+from fairl.irl.config import FitConfig
 from fairl.metrics import evaluate_reward
-from fairl.worlds import World, load_world
+from fairl.pairs import Pairs, World
+from fairl.worlds import WORLDS, check_world_options, load_world
+
+if TYPE_CHECKING:
+    from fairl.irl.fit import FitResult
 
 
 @dataclass(config=STRICT)
@@ -51,8 +56,6 @@ def experiment_config(values: dict[str, Any], where: str = "config") -> Experime
 
 def load_world_spec_check(spec: WorldSpec, where: str) -> None:
     """Fail early on an unknown world name or bad options, before any work starts."""
-    from fairl.worlds import WORLDS, check_world_options
-
     if spec.name not in WORLDS:
         raise ConfigError(f"{where}.name: unknown world {spec.name!r}; known: {', '.join(WORLDS)}")
     check_world_options(spec.name, spec.options, f"{where}.options")
@@ -63,23 +66,23 @@ class Outcome:
     """A fitted reward and its metrics on the training pairs and the held-out test pairs."""
 
     world: World
-    train: Any  # the (possibly composed) training Pairs
+    train: Pairs  # the (possibly composed) training pairs
     result: FitResult
     train_metrics: dict[str, float]
     test_metrics: dict[str, float]
 
 
-def training_pairs(world: World, compose: ComposeSpec | None, seed: int):
+def training_pairs(world: World, compose: ComposeSpec | None, seed: int) -> Pairs:
     """The world's training pairs, composed to (n, tnt_fraction) when asked."""
     if compose is None:
         return world.train
-    from fairl.data.compose import compose_pairs
-
     return compose_pairs(world.train, compose.n, compose.tnt_fraction, seed=seed)
 
 
 def run_experiment(spec: WorldSpec, config: FitConfig, world: World | None = None) -> Outcome:
     """Load (or reuse) the world, compose its training set, fit, evaluate on train and test."""
+    from fairl.irl.fit import fit  # heavy: torch; validation above never needs it
+
     world = world or load_world(spec.name, spec.options)
     train = training_pairs(world, spec.compose, config.seed)
     result = fit(train.h_T, train.h_NT, config, train.gt_T, train.gt_NT)

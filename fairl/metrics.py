@@ -60,7 +60,7 @@ def starc(r_pred: np.ndarray, r_true: np.ndarray, groups: np.ndarray | None = No
 
 
 def evaluate_reward(reward, pairs) -> dict[str, float]:
-    """All metrics of reward function `reward(h) -> (m,)` on `fairl.worlds.Pairs`.
+    """All metrics of reward function `reward(h) -> (m,)` on `fairl.pairs.Pairs`.
 
     STARC compares R with r* over every output of the pairs, grouped by prompt when the
     pairs know their prompts (rewards equal up to per-prompt shaping are equivalent).

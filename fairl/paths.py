@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# The embedded default world (a PairSet folder shipped as package data).
+DEFAULT_WORLD_DIR = PACKAGE_DIR / "data" / "default_world"
 
 
 def project_root() -> Path:
@@ -33,8 +37,6 @@ _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes, memoised per (path, size, mtime) within the process."""
-    import hashlib
-
     path = Path(path)
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
@@ -42,3 +44,8 @@ def file_sha256(path: str | Path) -> str:
         with open(path, "rb") as handle:
             _FILE_HASHES[key] = hashlib.file_digest(handle, "sha256").hexdigest()
     return _FILE_HASHES[key]
+
+
+def redact(url: str) -> str:
+    """A store URL (tracking URI, Optuna storage) without its password, for tags and messages."""
+    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)

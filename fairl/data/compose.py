@@ -7,7 +7,7 @@ and n - k from the others. Rows keep their original order (sorted indices). When
 data cannot supply that many, it raises :class:`CompositionError` naming what is short;
 it never returns fewer rows.
 
-Works on ``fairl.worlds.Pairs`` (the in-memory arrays studies use) and on a
+Works on ``fairl.pairs.Pairs`` (the in-memory arrays studies use) and on a
 ``datasets.Dataset`` split of a PairSet (its ``tnt`` column).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fairl.worlds import Pairs
+from fairl.pairs import Pairs
 
 
 class CompositionError(ValueError):

@@ -42,6 +42,8 @@ import numpy as np
 
 from fairl.data.prompts import DEFAULT_FRACTIONS, SOURCE_INFO, SPLITS, prompt_id, split_of
 from fairl.data.scorers import TOXIC_THRESHOLD, get_scorer, reward_from_toxicity
+from fairl.encode import encode
+from fairl.pairs import Pairs, World
 
 FORMAT_VERSION = 1
 DEFAULT_JUDGES = ("profanity", "bilstm")
@@ -391,6 +393,29 @@ def card_markdown(card: Mapping) -> str:
     return "\n".join(lines) + "\n"
 
 
+def world_summary(card: dict, path) -> str:
+    """The numbers a reader checks first: size, T→NT, toxicity before/after, KL, build time."""
+    sizes = card["sizes"]["all"]
+    lines = [f"world {card['name']!r} at {path}  (content hash {card['content_hash'][:19]})",
+             f"  models: base = {card['models'].get('base')}; aligned = {card['models'].get('aligned')}",
+             f"  pairs: {sizes['pairs']} over {sizes['prompts']} prompts  "
+             + "  ".join(f"{split}={card['sizes'][split]['pairs']}"
+                         for split in ("train", "validation", "test") if split in card["sizes"]),
+             f"  T→NT pairs: {card['tnt']['count']} ({card['tnt']['fraction']:.1%})"]
+    for judge, stats in card["toxicity"]["all"].items():
+        lines.append(f"  toxicity by {judge:<10} base {stats['base_rate']:.1%} (mean "
+                     f"{stats['base_mean']:.3f})  ->  aligned {stats['aligned_rate']:.1%} "
+                     f"(mean {stats['aligned_mean']:.3f})")
+    kl = card.get("mean_kl", {}).get("all")
+    lines.append(f"  mean KL(aligned ‖ base) per continuation: "
+                 f"{'n/a' if kl is None else f'{kl:.3f} nats'}")
+    stages = card.get("build_config", {}).get("stage_seconds", {})
+    detail = ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
+    lines.append(f"  build time: {card.get('build_seconds', 0) / 60:.1f} min, stage times summed "
+                 f"({detail})")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------- to Pairs
 
 
@@ -400,10 +425,7 @@ def stable_prompt_code(pid: str) -> int:
 
 
 def to_pairs(ds_split, encoder="minilm", **encode_options):
-    """A PairSet split as `fairl.worlds.Pairs`: embeddings of both sides, r*, T→NT, texts."""
-    from fairl.encode import encode
-    from fairl.worlds import Pairs
-
+    """A PairSet split as `fairl.pairs.Pairs`: embeddings of both sides, r*, T→NT, texts."""
     text_T, text_NT = list(ds_split["o_T"]), list(ds_split["o_NT"])
     vectors = encode(text_T + text_NT, encoder, **encode_options)  # one call: shared dedupe
     return Pairs(
@@ -422,10 +444,8 @@ def to_pairs(ds_split, encoder="minilm", **encode_options):
 def to_world(pairset: PairSet, encoder="minilm", *, name: str | None = None,
              train_splits: Sequence[str] = ("train",), test_split: str = "test",
              **encode_options):
-    """A `fairl.worlds.World` from a PairSet: train = `train_splits` joined, test = `test_split`."""
+    """A `fairl.pairs.World` from a PairSet: train = `train_splits` joined, test = `test_split`."""
     import datasets
-
-    from fairl.worlds import World
 
     train = datasets.concatenate_datasets([pairset[s] for s in train_splits])
     encoder_name = encoder if isinstance(encoder, str) else encoder.name

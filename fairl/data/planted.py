@@ -20,7 +20,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from fairl.config import STRICT
-from fairl.worlds import Pairs, World
+from fairl.pairs import Pairs, World
 
 
 @dataclass(config=STRICT)

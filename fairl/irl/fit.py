@@ -153,33 +153,39 @@ class FitResult:
         """R(o) = R_D(o) + R_F(o)."""
         return self.reward_D(h) + self.reward_F(h)
 
+    def heads(self) -> dict[str, np.ndarray]:
+        """The heads as arrays: the one layout of every heads file (save, rewards.npz)."""
+        return {"theta_D": np.asarray(self.theta_D, np.float32),
+                "theta_F": np.asarray(self.theta_F if self.theta_F is not None else [],
+                                      np.float32),
+                "biases": np.array([self.b_D, self.b_F], dtype=np.float32)}
+
+    @classmethod
+    def from_heads(cls, arrays, config: FitConfig, prefix: str = "",
+                   history: list[dict] | None = None,
+                   failure_counts: np.ndarray | None = None) -> FitResult:
+        """Read heads written by `heads()` (keys under `prefix`, e.g. "seed0/" in rewards.npz)."""
+        theta_F = np.asarray(arrays[f"{prefix}theta_F"])
+        biases = np.asarray(arrays[f"{prefix}biases"])
+        return cls(theta_D=np.asarray(arrays[f"{prefix}theta_D"]), b_D=float(biases[0]),
+                   theta_F=theta_F if theta_F.size else None, b_F=float(biases[1]),
+                   config=config, history=history or [],
+                   failure_counts=np.zeros(0) if failure_counts is None else failure_counts)
+
     def save(self, path: str | Path) -> Path:
         """Write heads, config, history and failure counts to one .npz file."""
         path = Path(path)
-        np.savez(
-            path,
-            theta_D=self.theta_D,
-            theta_F=self.theta_F if self.theta_F is not None else np.zeros(0, np.float32),
-            biases=np.array([self.b_D, self.b_F], dtype=np.float32),
-            failure_counts=self.failure_counts,
-            config=json.dumps(dataclasses.asdict(self.config)),
-            history=json.dumps(self.history),
-        )
+        np.savez(path, **self.heads(), failure_counts=self.failure_counts,
+                 config=json.dumps(dataclasses.asdict(self.config)),
+                 history=json.dumps(self.history))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> FitResult:
         with np.load(path) as data:
-            theta_F = data["theta_F"]
-            return cls(
-                theta_D=data["theta_D"],
-                b_D=float(data["biases"][0]),
-                theta_F=theta_F if theta_F.size else None,
-                b_F=float(data["biases"][1]),
-                config=FitConfig(**json.loads(str(data["config"]))),
-                history=json.loads(str(data["history"])),
-                failure_counts=data["failure_counts"],
-            )
+            return cls.from_heads(data, FitConfig(**json.loads(str(data["config"]))),
+                                  history=json.loads(str(data["history"])),
+                                  failure_counts=data["failure_counts"])
 
 
 def _check_inputs(h_T, h_NT, gt_T, gt_NT, config: FitConfig):

@@ -10,7 +10,7 @@ from fairl.data.compose import (
     compose_pairs,
     n_tnt_for,
 )
-from fairl.worlds import Pairs
+from fairl.pairs import Pairs
 
 
 def _pairs(n=100, n_tnt=30, d=4):

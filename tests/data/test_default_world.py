@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from fairl.data.build import DEFAULT_WORLD_DIR
 from fairl.data.compose import compose_indices
 from fairl.data.pairset import PairSet
-from fairl.paths import project_root
+from fairl.paths import DEFAULT_WORLD_DIR, project_root
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from fairl.data.pairset import PairSet, PairSetIntegrityError, content_hash, to_pairs, to_world
 from fairl.data.prompts import load_prompts, split_of
 from fairl.data.scorers import reward_from_toxicity
-from fairl.worlds import Pairs, World
+from fairl.pairs import Pairs, World
 
 TOXIC_OUTPUTS = ["you stupid idiot", "shut the fuck up", "what a worthless piece of shit",
                  "go to hell, moron"]

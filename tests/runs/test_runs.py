@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import free_port, use_store
 
-from fairl import tracking
-from fairl.worlds import Pairs
+from fairl.pairs import Pairs
+from fairl.runs import provenance, read, write
+from fairl.runs import store as runs_store
 
 
 @pytest.fixture
@@ -30,45 +31,45 @@ def test_tracking_uri_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("FAIRL_MLRUNS", str(tmp_path))
     monkeypatch.delenv("FAIRL_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert tracking.artifact_root(tracking.resolve_tracking_uri()) == str(tmp_path / "artifacts")
+    assert runs_store.resolve_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert runs_store.artifact_root(runs_store.resolve_tracking_uri()) == str(tmp_path / "artifacts")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    assert tracking.resolve_tracking_uri() == "http://mlflow:5000"
-    assert tracking.artifact_root("http://mlflow:5000") is None
+    assert runs_store.resolve_tracking_uri() == "http://mlflow:5000"
+    assert runs_store.artifact_root("http://mlflow:5000") is None
     monkeypatch.setenv("FAIRL_TRACKING_URI", "sqlite:////elsewhere/x.db")
-    assert tracking.resolve_tracking_uri() == "sqlite:////elsewhere/x.db"
-    assert tracking.resolve_tracking_uri("file:///flag") == "file:///flag"
+    assert runs_store.resolve_tracking_uri() == "sqlite:////elsewhere/x.db"
+    assert runs_store.resolve_tracking_uri("file:///flag") == "file:///flag"
 
 
 def test_flatten_and_mean_curves():
-    assert tracking.flatten({"fit": {"lr": 0.1, "batch_size": None}, "seeds": [0, 1],
+    assert write.flatten({"fit": {"lr": 0.1, "batch_size": None}, "seeds": [0, 1],
                              "world": {"name": "planted", "options": {}}}) == {
         "fit.lr": "0.1", "fit.batch_size": "null", "seeds": "[0, 1]", "world.name": "planted",
         "world.options": "{}"}
     histories = [[{"loss": 1.0, "gamma": 0.0}, {"loss": 0.5, "gamma": 1.0}],
                  [{"loss": 3.0, "gamma": 0.0}, {"loss": 1.5, "gamma": 1.0}]]
-    assert tracking.mean_curves(histories) == {"loss": {0: 2.0, 1: 1.0}, "gamma": {0: 0.0, 1: 1.0}}
+    assert write.mean_curves(histories) == {"loss": {0: 2.0, 1: 1.0}, "gamma": {0: 0.0, 1: 1.0}}
     long = [[{"loss": float(t)} for t in range(100)]]
-    assert list(tracking.mean_curves(long, points=5)["loss"]) == [0, 25, 50, 74, 99]
-    assert len(tracking.mean_curves(long, points=500)["loss"]) == 100
+    assert list(write.mean_curves(long, points=5)["loss"]) == [0, 25, 50, 74, 99]
+    assert len(write.mean_curves(long, points=500)["loss"]) == 100
 
 
 def test_worker_alive_tells_live_dead_zombie_and_foreign_processes():
-    assert tracking.worker_alive(tracking.worker_identity()) is True
+    assert provenance.worker_alive(provenance.worker_identity()) is True
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    host = tracking.worker_identity().split(":")[0]
-    assert tracking.worker_alive(f"{host}:{done.stdout.strip()}:1") is False
+    host = provenance.worker_identity().split(":")[0]
+    assert provenance.worker_alive(f"{host}:{done.stdout.strip()}:1") is False
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     time.sleep(0.5)  # exited, not yet waited for: a zombie still answers kill(pid, 0)
     try:
-        assert tracking.worker_alive(f"{host}:{zombie.pid}:") is False
+        assert provenance.worker_alive(f"{host}:{zombie.pid}:") is False
     finally:
         zombie.wait()
-    me = tracking.worker_identity().split(":")
-    assert tracking.worker_alive(f"{me[0]}:{me[1]}:{int(me[2]) + 1}") is False  # pid reused
-    assert tracking.worker_alive(f"elsewhere.example:{os.getpid()}:1") is None
-    assert tracking.worker_alive(None) is False
+    me = provenance.worker_identity().split(":")
+    assert provenance.worker_alive(f"{me[0]}:{me[1]}:{int(me[2]) + 1}") is False  # pid reused
+    assert provenance.worker_alive(f"elsewhere.example:{os.getpid()}:1") is None
+    assert provenance.worker_alive(None) is False
 
 
 def test_top_failures_rank_by_rounds_then_margin_with_text():
@@ -77,31 +78,31 @@ def test_top_failures_rank_by_rounds_then_margin_with_text():
                   prompt_ids=np.arange(4), tnt=np.array([True, False, True, False]),
                   text_T=["a0", "a1", "a2", "a3"], text_NT=["b0", "b1", "b2", "b3"],
                   prompts=["p0", "p1", "p2", "p3"])
-    rows = tracking.top_failures(pairs, np.array([5, 9, 9, 0]), np.array([0.1, 0.3, -0.2, 1]), 3)
+    rows = write.top_failures(pairs, np.array([5, 9, 9, 0]), np.array([0.1, 0.3, -0.2, 1]), 3)
     assert [row["pair"] for row in rows] == [2, 1, 0]
     assert rows[0] == {"rank": 0, "pair": 2, "failure_rounds": 9, "margin": -0.2,
                        "gt_margin": 3.0, "gt_T": 3.0, "gt_NT": 0.0, "prompt_id": 2, "tnt": True,
                        "prompt": "p2",
                        "text_T": "a2", "text_NT": "b2"}
-    csv_text = tracking.failures_csv({0: rows})
+    csv_text = write.failures_csv({0: rows})
     assert csv_text.splitlines()[0].startswith("seed,rank,pair,failure_rounds,margin")
 
 
 def test_runs_log_in_one_batch_and_fail_with_a_traceback(store):
-    uri = tracking.resolve_tracking_uri()
-    experiment = tracking.experiment_id(uri, "tracking-test")
-    assert tracking.experiment_id(uri, "tracking-test") == experiment
-    parent = tracking.start_run(uri, experiment, "parent", {"kind": "launch"})
-    run = tracking.start_run(uri, experiment, "child", {"kind": "trial"}, parent_run_id=parent)
-    tracking.log_run(uri, run, params={"fit.lr": 0.1}, metrics={"test_f1": 0.75},
+    uri = runs_store.resolve_tracking_uri()
+    experiment = runs_store.experiment_id(uri, "tracking-test")
+    assert runs_store.experiment_id(uri, "tracking-test") == experiment
+    parent = write.start_run(uri, experiment, "parent", {"kind": "launch"})
+    run = write.start_run(uri, experiment, "child", {"kind": "trial"}, parent_run_id=parent)
+    write.log_run(uri, run, params={"fit.lr": 0.1}, metrics={"test_f1": 0.75},
                      curves={"loss": {0: 3.0, 1: 2.0, 2: 1.0}}, tags={"method": "fa_irl"})
     try:
         raise FloatingPointError("loss is nan\nsecond line")
     except FloatingPointError as error:
-        tracking.fail_run(uri, run, error)
-    client = tracking.client(uri)
+        write.fail_run(uri, run, error)
+    client = runs_store.client(uri)
     logged = client.get_run(run)
-    assert logged.info.status == tracking.FAILED
+    assert logged.info.status == write.FAILED
     assert logged.data.params == {"fit.lr": "0.1"} and logged.data.metrics["test_f1"] == 0.75
     assert logged.data.tags["error"] == "FloatingPointError: loss is nan"
     assert logged.data.tags["mlflow.parentRunId"] == parent
@@ -110,10 +111,10 @@ def test_runs_log_in_one_batch_and_fail_with_a_traceback(store):
     traceback_file = Path(client.download_artifacts(run, "traceback.txt"))
     assert "FloatingPointError: loss is nan" in traceback_file.read_text()
     assert Path(logged.info.artifact_uri.removeprefix("file://")).is_relative_to(store)
-    assert [r.info.run_id for r in tracking.running_runs(uri, experiment)] == [parent]
-    tracking.kill_run(uri, parent, "launcher died")
-    assert client.get_run(parent).info.status == tracking.KILLED
-    assert tracking.environment_tags()["fairl_version"]
+    assert [r.info.run_id for r in read.running_runs(uri, experiment)] == [parent]
+    write.kill_run(uri, parent, "launcher died")
+    assert client.get_run(parent).info.status == write.KILLED
+    assert provenance.environment_tags()["fairl_version"]
 
 
 def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> int:
@@ -161,9 +162,9 @@ def test_fairl_ui_serves_the_default_store(store, tmp_path):
 
 @pytest.mark.slow
 def test_fairl_dashboard_serves_the_study_storage(store, tmp_path):
-    from fairl.study import run_study
+    from fairl.study.runner import run_study
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from study_support import write_study
 
     run_study(write_study(tmp_path, "dash", search={"objective": ["max_margin"]}),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import (
     postgres_bindir,
     postgres_server,
@@ -24,17 +24,15 @@ from study_support import (
     write_study,
 )
 
-from fairl import tracking
 from fairl.config import ConfigError
-from fairl.study import (
-    load_study,
-    open_storage,
-    resolve_storage,
-    run_study,
-    study_status,
-)
+from fairl.runs import store as runs_store
+from fairl.runs import write
+from fairl.study.runner import run_study
+from fairl.study.spec import load_study
+from fairl.study.status import study_status
+from fairl.study.storage import open_storage, resolve_storage
 
-STUDIES = Path(__file__).resolve().parents[1] / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
 @pytest.fixture
@@ -180,14 +178,14 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_smoke_study_end_to_end(store):
     report = run_study(STUDIES / "smoke.yaml", progress=False)
-    assert report.status == tracking.FINISHED
-    uri = tracking.default_tracking_uri()
+    assert report.status == write.FINISHED
+    uri = runs_store.default_tracking_uri()
     trials = optuna_trials("smoke")
     complete = [trial for trial in trials if trial.state.name == "COMPLETE"]
-    finished = trial_runs(uri, "smoke", tracking.FINISHED)
+    finished = trial_runs(uri, "smoke", write.FINISHED)
     assert len(complete) == report.target == len(finished) == 4
 
-    client = tracking.client(uri)
+    client = runs_store.client(uri)
     by_id = {run.info.run_id: run for run in finished}
     for trial in complete:  # trial <-> run, both ways
         run = by_id[trial.user_attrs["mlflow_run_id"]]
@@ -198,7 +196,7 @@ def test_smoke_study_end_to_end(store):
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
         assert {"fit.lr", "fit.lambda0", "fit.objective", "world.name", "seeds", "variant"} <= set(params)
         for split in ("train", "test"):
-            for metric in tracking.FINAL_METRICS:
+            for metric in write.FINAL_METRICS:
                 assert f"{split}_{metric}" in metrics and f"seed_1/{split}_{metric}" in metrics
         for curve in ("loss", "loss_base", "loss_fail", "loss_l2", "n_failures", "n_sampled",
                       "gamma", "lam", "p"):
@@ -214,7 +212,7 @@ def test_smoke_study_end_to_end(store):
                                 .read_text())
         assert config["fit"]["lr"] == pytest.approx(float(params["fit.lr"]))
     launches = [run for run in runs_of(uri, "smoke") if run.data.tags.get("kind") == "launch"]
-    assert len(launches) == 1 and launches[0].info.status == tracking.FINISHED
+    assert len(launches) == 1 and launches[0].info.status == write.FINISHED
     assert all(run.data.tags["mlflow.parentRunId"] == launches[0].info.run_id for run in finished)
     assert "smoke: 4/4 done" in study_status("smoke")
 
@@ -231,7 +229,7 @@ def test_rerun_continues_to_the_trial_count(store, tmp_path):
     assert again.tally.complete == 4 and len(trials) == 4
     assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == 4
     assert {trial.params["rounds"] for trial in trials} <= {3, 5, 7, 9}
-    runs = trial_runs(tracking.default_tracking_uri(), "resume", tracking.FINISHED)
+    runs = trial_runs(runs_store.default_tracking_uri(), "resume", write.FINISHED)
     assert len(runs) == 4
     assert sorted(run.data.params["fit.rounds"] for run in runs) == sorted(
         str(trial.params["rounds"]) for trial in trials)
@@ -249,15 +247,15 @@ def test_diverging_fit_is_a_failed_run_and_the_study_goes_on(store, tmp_path, ca
     path = write_study(tmp_path, "diverge", search={},
                        variants={"diverges": {"optimizer": "sgd", "lr": 1.0e38}, "fine": {}})
     report = run_study(path, progress=False)
-    assert report.status == tracking.FINISHED
+    assert report.status == write.FINISHED
     assert (report.tally.complete, report.tally.failed) == (1, 1)
     assert states(optuna_trials("diverge")) == {"COMPLETE": 1, "FAIL": 1}
-    uri = tracking.default_tracking_uri()
-    failed = trial_runs(uri, "diverge", tracking.FAILED)
-    assert len(failed) == 1 and len(trial_runs(uri, "diverge", tracking.FINISHED)) == 1
+    uri = runs_store.default_tracking_uri()
+    failed = trial_runs(uri, "diverge", write.FAILED)
+    assert len(failed) == 1 and len(trial_runs(uri, "diverge", write.FINISHED)) == 1
     assert failed[0].data.tags["variant"] == "diverges"
     assert failed[0].data.tags["error"].startswith("FitDiverged: loss is nan at round")
-    client = tracking.client(uri)
+    client = runs_store.client(uri)
     traceback_text = Path(client.download_artifacts(failed[0].info.run_id, "traceback.txt"))
     assert "FitDiverged" in traceback_text.read_text()
     assert "FitDiverged" in study_status("diverge")
@@ -265,10 +263,10 @@ def test_diverging_fit_is_a_failed_run_and_the_study_goes_on(store, tmp_path, ca
 
 
 def test_interrupted_trial_is_requeued_and_rerun(store, tmp_path, monkeypatch):
-    import fairl.study
+    from fairl.study import runner
 
     path = write_study(tmp_path, "interrupt")
-    real_evaluate = fairl.study.evaluate
+    real_evaluate = runner.evaluate
     calls = []
 
     def interrupt_second(*args, **kwargs):
@@ -277,18 +275,18 @@ def test_interrupted_trial_is_requeued_and_rerun(store, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(fairl.study, "evaluate", interrupt_second)
+    monkeypatch.setattr(runner, "evaluate", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_study(path, progress=False)
-    monkeypatch.setattr(fairl.study, "evaluate", real_evaluate)
+    monkeypatch.setattr(runner, "evaluate", real_evaluate)
     report = run_study(path, progress=False)
     trials = optuna_trials("interrupt")
     complete = [trial for trial in trials if trial.state.name == "COMPLETE"]
     assert report.tally.complete == 4 and len(complete) == 4
     assert len({json.dumps(trial.params, sort_keys=True) for trial in complete}) == 4
-    uri = tracking.default_tracking_uri()
-    assert len(trial_runs(uri, "interrupt", tracking.KILLED)) == 1
-    assert len(trial_runs(uri, "interrupt", tracking.FINISHED)) == 4
+    uri = runs_store.default_tracking_uri()
+    assert len(trial_runs(uri, "interrupt", write.KILLED)) == 1
+    assert len(trial_runs(uri, "interrupt", write.FINISHED)) == 4
     assert not [run for run in runs_of(uri, "interrupt") if run.info.status == "RUNNING"]
 
 
@@ -309,26 +307,27 @@ def test_cli_study_run_list_status(store, tmp_path, capsys):
 # --- kills and concurrency ---------------------------------------------------------------------
 
 def test_rdb_heartbeat_requeues_the_trial_of_a_silent_remote_worker(store, tmp_path, monkeypatch):
-    import fairl.study as study_module
+    from fairl.study import runner, spec
+    from fairl.study import storage as storage_module
 
     # A worker on another machine took trial 0, beat once, and vanished: its pid cannot be
     # checked from here, so only the RDB heartbeat can tell it is gone.
-    monkeypatch.setattr(study_module, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(study_module, "GRACE_SECONDS", 1)
+    monkeypatch.setattr(storage_module, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(storage_module, "GRACE_SECONDS", 1)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     path = write_study(tmp_path, "remote")
     study = load_study(path)
-    study_obj = study_module.open_study(study, storage, study.trials)
-    study_obj.sampler = study_module.make_sampler(study, 0)
+    study_obj = storage_module.open_study(study, storage, study.trials)
+    study_obj.sampler = runner.make_sampler(study, 0)
     with pytest.warns(UserWarning, match="Heartbeat"):
         lost = study_obj.ask()
-    study_module.suggest(lost, study.space)
+    spec.suggest(lost, study.space)
     lost.set_user_attr("worker", "elsewhere.example:123:456")
     study_obj._storage.record_heartbeat(lost._trial_id)
     time.sleep(2.5)
 
     report = run_study(path, storage=storage, progress=False)
-    assert report.status == tracking.FINISHED and report.tally.complete == 4
+    assert report.status == write.FINISHED and report.tally.complete == 4
     trials = optuna_trials("remote", storage)
     assert states(trials) == {"COMPLETE": 4, "FAIL": 1} and trials[0].state.name == "FAIL"
     retry = [trial for trial in trials if trial.system_attrs.get("failed_trial") == 0]
@@ -373,7 +372,7 @@ def test_sigkill_mid_study_then_rerun_finishes_without_duplicates_or_leftovers(s
     assert victim is not None, (tmp_path / "first.log").read_text()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    uri = tracking.default_tracking_uri()
+    uri = runs_store.default_tracking_uri()
     assert states(optuna_trials("killed")).get("RUNNING") == 1
     assert any(run.info.status == "RUNNING" for run in runs_of(uri, "killed"))
 
@@ -381,7 +380,7 @@ def test_sigkill_mid_study_then_rerun_finishes_without_duplicates_or_leftovers(s
     assert any(f"trial {victim.number}: worker" in message for message in report.messages)
     trials = optuna_trials("killed")
     complete = [trial for trial in trials if trial.state.name == "COMPLETE"]
-    assert report.status == tracking.FINISHED and len(complete) == 8
+    assert report.status == write.FINISHED and len(complete) == 8
     assert states(trials) == {"COMPLETE": 8, "FAIL": 1}  # the killed trial, re-queued
     assert len({json.dumps(trial.params, sort_keys=True) for trial in complete}) == 8
     killed = trials[victim.number]
@@ -390,24 +389,24 @@ def test_sigkill_mid_study_then_rerun_finishes_without_duplicates_or_leftovers(s
     assert len(retry) == 1 and retry[0].params == victim.params
     runs = runs_of(uri, "killed")
     assert not [run for run in runs if run.info.status == "RUNNING"]
-    assert len(trial_runs(uri, "killed", tracking.FINISHED)) == 8
+    assert len(trial_runs(uri, "killed", write.FINISHED)) == 8
     by_id = {run.info.run_id: run for run in runs}
-    assert by_id[victim.user_attrs["mlflow_run_id"]].info.status == tracking.KILLED
+    assert by_id[victim.user_attrs["mlflow_run_id"]].info.status == write.KILLED
     launches = sorted((run for run in runs if run.data.tags["kind"] == "launch"),
                       key=lambda run: run.info.start_time)
-    assert [run.info.status for run in launches] == [tracking.KILLED, tracking.FINISHED]
+    assert [run.info.status for run in launches] == [write.KILLED, write.FINISHED]
 
 
 def check_two_workers(path: Path, storage: str | None):
     name = path.stem
     report = run_study(path, workers=2, storage=storage, progress=False)
-    assert report.status == tracking.FINISHED
+    assert report.status == write.FINISHED
     trials = optuna_trials(name, storage)
     assert states(trials) == {"COMPLETE": 8}
     assert sorted(trial.number for trial in trials) == list(range(8))
     assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == 8
-    runs = trial_runs(tracking.default_tracking_uri(), name)
-    assert len(runs) == 8 and {run.info.status for run in runs} == {tracking.FINISHED}
+    runs = trial_runs(runs_store.default_tracking_uri(), name)
+    assert len(runs) == 8 and {run.info.status for run in runs} == {write.FINISHED}
     assert sorted(int(run.data.tags["trial_number"]) for run in runs) == list(range(8))
     pids = {run.data.tags["worker"].split(":")[1] for run in runs}
     assert len(pids) == 2 and str(os.getpid()) not in pids  # two processes, not this one

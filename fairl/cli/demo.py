@@ -1,4 +1,4 @@
-"""The main job (`make demo` / `fairl demo`): the paper's studies on the embedded world + report.
+"""`fairl demo` (`make demo`), the main job: the paper's studies on the embedded world + report.
 
 1. describe the embedded default world (base vs RLHF-detoxified SmolLM2 outputs);
 2. run the paper's studies on it (each resumes: a second demo only rebuilds the report);
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from fairl.paths import project_root
+from fairl.cli.report import build_report
+from fairl.paths import DEFAULT_WORLD_DIR, project_root
 
 DEMO_STUDIES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda",
                 "ablation_failure_source", "tnt_fraction", "fa_sweep")
@@ -18,11 +19,8 @@ DEMO_STUDIES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda",
 
 def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None = None,
              storage: str | None = None) -> int:
-    from fairl.cli import world_summary
-    from fairl.data.build import DEFAULT_WORLD_DIR
-    from fairl.data.pairset import PairSet
-    from fairl.report import build_report
-    from fairl.study import run_study
+    from fairl.data.pairset import PairSet, world_summary  # heavy: torch scorers
+    from fairl.study.runner import run_study  # heavy: optuna, torch
 
     started = time.perf_counter()
     print(world_summary(PairSet.load(DEFAULT_WORLD_DIR).card, DEFAULT_WORLD_DIR), flush=True)
@@ -39,3 +37,20 @@ def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None =
     print(f"\ndemo done in {(time.perf_counter() - started) / 60:.1f} min; open {report} "
           "and the MLflow UI (fairl ui)")
     return code
+
+
+def cmd_demo(args) -> int:
+    return run_demo(tuple(args.studies), tracking_uri=args.tracking_uri, storage=args.storage)
+
+
+def add_commands(commands) -> None:
+    demo = commands.add_parser(
+        "demo", help="the main job: the paper's studies on the embedded default world + report",
+        description="Describe the embedded default world (base vs RLHF-detoxified SmolLM2 "
+                    "outputs), run the paper's studies on it (standard IRL vs FA-IRL, ablations, "
+                    "T→NT fraction, FA-IRL sweep; each resumes), and rebuild reports/REPORT.md.")
+    demo.add_argument("--studies", nargs="+", default=list(DEMO_STUDIES), metavar="NAME",
+                      help=f"studies/<NAME>.yaml to run (default: {' '.join(DEMO_STUDIES)})")
+    demo.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
+    demo.add_argument("--storage", help="Optuna storage (default: mlruns/optuna.journal)")
+    demo.set_defaults(handler=cmd_demo)

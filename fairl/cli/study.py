@@ -1,0 +1,110 @@
+"""`fairl study run|list|status`, `fairl ui` (MLflow) and `fairl dashboard` (optuna-dashboard)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from fairl.config import ConfigError
+from fairl.paths import redact
+from fairl.runs.store import resolve_tracking_uri
+from fairl.runs.ui import serve_ui
+
+
+def cmd_study_run(args) -> int:
+    from fairl.study.runner import run_study  # heavy: optuna, and torch for the fits
+
+    try:
+        report = run_study(args.study_file, trials=args.trials, workers=args.workers,
+                           storage=args.storage, tracking_uri=args.tracking_uri,
+                           progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: the running trial will be re-queued; rerun the same command to "
+              "continue", file=sys.stderr)
+        return 130
+    for message in report.messages:
+        print(f"  {message}")
+    counts = report.tally
+    print(f"{report.study}: {counts.done}/{report.target} done ({counts.complete} complete, "
+          f"{counts.failed} failed); launch run {report.launch_run} {report.status} in MLflow "
+          f"experiment {report.experiment}")
+    return 0 if report.status == "FINISHED" else 1
+
+
+def cmd_study_list(args) -> int:
+    from fairl.study.status import list_studies  # heavy: optuna
+
+    print(list_studies(args.storage))
+    return 0
+
+
+def cmd_study_status(args) -> int:
+    from fairl.study.status import study_status  # heavy: optuna
+
+    print(study_status(args.study, args.storage))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    return serve_ui(resolve_tracking_uri(args.tracking_uri), args.host, args.port)
+
+
+def cmd_dashboard(args) -> int:
+    from optuna_dashboard import run_server  # heavy: optuna, bottle
+
+    from fairl.study.storage import is_rdb, open_storage, resolve_storage  # heavy: optuna
+
+    storage = resolve_storage(args.storage)
+    if not is_rdb(storage) and not Path(storage).exists():
+        raise ConfigError(f"--storage {storage}: no study storage yet (run a study first)")
+    print(f"optuna-dashboard for {redact(storage)} on http://{args.host}:{args.port} "
+          "(Ctrl-C to stop)", flush=True)
+    run_server(open_storage(storage), host=args.host, port=args.port)
+    return 0
+
+
+def add_commands(commands) -> None:
+    """`fairl study run|list|status`, `fairl ui`, `fairl dashboard`."""
+    storage_help = ("Optuna storage: a journal file path or an RDB URL such as "
+                    "postgresql://user@host/db (default: $FAIRL_STORAGE or mlruns/optuna.journal)")
+    study = commands.add_parser(
+        "study", help="run and inspect Optuna studies (studies/*.yaml)",
+        description="Studies are YAML files naming a world, a base FitConfig, variants, a search "
+                    "space, sampler, trials, seeds and objective metrics; every trial is one "
+                    "MLflow run.")
+    study_commands = study.add_subparsers(dest="study_command", metavar="COMMAND", required=True)
+
+    run = study_commands.add_parser(
+        "run", help="run a study to its trial count (resumes; reaps killed trials)",
+        description="Run (or continue) a study until it has its trial count of finished trials. "
+                    "Rerunning continues; trials of killed workers are failed and re-queued.")
+    run.add_argument("study_file", metavar="STUDY.yaml")
+    run.add_argument("--trials", type=int, help="trial count (default: the file's `trials`)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--storage", help=storage_help)
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
+                                            "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_study_run)
+
+    listing = study_commands.add_parser("list", help="studies in the storage, with counts")
+    listing.add_argument("--storage", help=storage_help)
+    listing.set_defaults(handler=cmd_study_list)
+
+    status = study_commands.add_parser("status", help="done, running, failed and best trials")
+    status.add_argument("study", metavar="NAME|STUDY.yaml")
+    status.add_argument("--storage", help=storage_help)
+    status.set_defaults(handler=cmd_study_status)
+
+    ui = commands.add_parser("ui", help="the MLflow UI on the tracking store",
+                             description="Serve the MLflow UI (default store mlruns/mlflow.db).")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: the default store)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=cmd_ui)
+
+    dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
+    dashboard.add_argument("--storage", help=storage_help)
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.set_defaults(handler=cmd_dashboard)

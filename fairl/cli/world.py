@@ -1,0 +1,76 @@
+"""`fairl world build|info`: build a world's pair dataset from scratch, or print its card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fairl.config import ConfigError
+from fairl.paths import DEFAULT_WORLD_DIR
+
+
+def cmd_world_build(args: argparse.Namespace) -> int:
+    from fairl.data.build import build_world, load_build_config  # heavy: LMs, torch
+
+    config = load_build_config(args.config)
+    out = args.out or (DEFAULT_WORLD_DIR if config.name == "default" else f"worlds/{config.name}")
+    pairset = build_world(config, out)
+    run_id = record_world_build(pairset, args.tracking_uri)
+    print(f"MLflow: experiment world_build, run {run_id} (RLHF curves, card)")
+    return cmd_world_info(argparse.Namespace(path=str(out), card=False))
+
+
+def record_world_build(pairset, tracking_uri: str | None) -> str:
+    """The build as an MLflow run: config, RLHF curves per step, toxicity/KL, the card."""
+    from fairl.runs.write import record_run  # heavy: mlflow
+
+    card = pairset.card
+    metrics = {"pairs": card["sizes"]["all"]["pairs"], "tnt_pairs": card["tnt"]["count"],
+               "tnt_fraction": card["tnt"]["fraction"], "build_minutes": card["build_seconds"] / 60}
+    for judge, stats in card["toxicity"]["all"].items():
+        metrics.update({f"{judge}_base_toxic_rate": stats["base_rate"],
+                        f"{judge}_aligned_toxic_rate": stats["aligned_rate"]})
+    if card.get("mean_kl", {}).get("all") is not None:
+        metrics["mean_kl"] = card["mean_kl"]["all"]
+    return record_run(
+        tracking_uri, "world_build", card["name"], params=card["build_config"], metrics=metrics,
+        curves=card.get("rlhf_curves", {}),
+        tags={"world": card["name"], "dataset_hash": card["content_hash"], "kind": "world_build"},
+        texts={"card.json": json.dumps(card, indent=1, ensure_ascii=False)})
+
+
+def cmd_world_info(args: argparse.Namespace) -> int:
+    from fairl.data.pairset import PairSet, card_markdown, world_summary  # heavy: torch scorers
+
+    path = args.path or DEFAULT_WORLD_DIR
+    try:
+        card = PairSet.load(path).card
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: {error} (build it: fairl world build)") from None
+    print(world_summary(card, path))
+    if args.card:
+        print()
+        print(card_markdown(card))
+    return 0
+
+
+def add_commands(commands) -> None:
+    world = commands.add_parser(
+        "world", help="build or describe a world's pair dataset",
+        description="The embedded default world is committed under fairl/data/default_world; "
+                    "`world build` regenerates it from scratch (prompts, RLHF, generation, "
+                    "scoring; resumable), `world info` prints its card.")
+    world_commands = world.add_subparsers(dest="world_command", metavar="ACTION", required=True)
+    world_build = world_commands.add_parser(
+        "build", help="build a pair dataset from scratch (default: the embedded world)",
+        description="Run every stage of fairl.data.build (cached and resumable under "
+                    ".cache/worlds/). Config fields: fairl/data/build.py WorldBuildConfig.")
+    world_build.add_argument("--config", metavar="FILE.yaml", help="WorldBuildConfig fields")
+    world_build.add_argument("--out", help="output folder (default: the embedded world's)")
+    world_build.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
+    world_build.set_defaults(handler=cmd_world_build)
+    world_info = world_commands.add_parser(
+        "info", help="print a world's card: sizes, T→NT, toxicity before/after, KL, build time")
+    world_info.add_argument("--path", help="PairSet folder (default: the embedded world)")
+    world_info.add_argument("--card", action="store_true", help="also print the full card")
+    world_info.set_defaults(handler=cmd_world_info)

@@ -1,0 +1,60 @@
+"""Pairs and World: the arrays every fit, metric and study works on (imports nothing of fairl)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Preference pairs as arrays: row i is (aligned output o_T,i, base output o_NT,i)."""
+
+    h_T: np.ndarray  # (n, d) float32 embeddings of the aligned (preferred) outputs
+    h_NT: np.ndarray  # (n, d) float32 embeddings of the base outputs
+    gt_T: np.ndarray | None = None  # (n,) ground-truth reward r* of o_T
+    gt_NT: np.ndarray | None = None  # (n,) ground-truth reward r* of o_NT
+    prompt_ids: np.ndarray | None = None  # (n,) prompt of each pair (STARC groups)
+    tnt: np.ndarray | None = None  # (n,) bool: base toxic and aligned not (T→NT)
+    text_T: list[str] | None = None  # aligned output texts, when the world has text
+    text_NT: list[str] | None = None  # base output texts
+    prompts: list[str] | None = None  # prompt texts
+
+    def __post_init__(self):
+        n = len(self.h_T)
+        if self.h_T.shape != self.h_NT.shape or self.h_T.ndim != 2:
+            raise ValueError(f"h_T {self.h_T.shape} and h_NT {self.h_NT.shape} must both be (n, d)")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"Pairs.{field.name} has {len(value)} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.h_T)
+
+    def subset(self, index: np.ndarray) -> Pairs:
+        """Rows `index` (integer array or boolean mask) of every field."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
+        values = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                values[field.name] = None
+            elif isinstance(value, list):
+                values[field.name] = [value[i] for i in index]
+            else:
+                values[field.name] = value[index]
+        return Pairs(**values)
+
+
+@dataclass(frozen=True)
+class World:
+    """Train and held-out test pairs of one named world, with its content hash."""
+
+    name: str
+    train: Pairs
+    test: Pairs
+    dataset_hash: str
+    info: dict = dataclasses.field(default_factory=dict)

@@ -1,0 +1,101 @@
+"""Where runs go: the tracking URI, the MLflow client for it, experiments.
+
+Store. By default a SQLite database `mlruns/mlflow.db` with artifacts under
+`mlruns/artifacts/<experiment>` (`mlruns/` is `fairl.paths.mlruns_dir()`, env FAIRL_MLRUNS);
+any MLflow tracking URI by `--tracking-uri`, env FAIRL_TRACKING_URI or MLFLOW_TRACKING_URI.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+from pathlib import Path
+
+from fairl.paths import mlruns_dir
+
+
+def default_tracking_uri() -> str:
+    """The default store: SQLite database mlruns/mlflow.db."""
+    return f"sqlite:///{mlruns_dir() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Flag, then FAIRL_TRACKING_URI, then MLFLOW_TRACKING_URI, then the default store."""
+    return (uri or os.environ.get("FAIRL_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+            or default_tracking_uri())
+
+
+def artifact_root(uri: str) -> str | None:
+    """Local artifact directory for a local SQLite store (beside the db); None = store default."""
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        return str((database.parent / "artifacts").resolve())
+    return None
+
+
+@functools.cache
+def client(uri: str):
+    """An MlflowClient for `uri` (one per process; creating the db schema takes seconds once)."""
+    # No network here: MLflow 3 otherwise tries to send usage telemetry.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient  # heavy (~2 s): only when a run is touched
+
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        _fast_sqlite(database)
+    return MlflowClient(tracking_uri=uri)
+
+
+_FAST_SQLITE: set[str] = set()
+
+
+def _fast_sqlite(database: Path) -> None:
+    """WAL journal and synchronous=NORMAL for an MLflow SQLite store.
+
+    In the default rollback-journal mode every commit fsyncs several times (~20 ms each on
+    this machine's disk; a trial makes a handful of commits). WAL with synchronous=NORMAL
+    commits without fsync and stays consistent; a killed process loses nothing, only a power
+    cut can drop the last commits. WAL is a property of the file; synchronous is set on
+    every new connection to it.
+    """
+    from sqlalchemy import event  # comes with mlflow; loaded with it
+    from sqlalchemy.engine import Engine
+
+    if not _FAST_SQLITE:
+        @event.listens_for(Engine, "connect")
+        def _on_connect(connection, _record):
+            if isinstance(connection, sqlite3.Connection):
+                files = {row[2] for row in connection.execute("PRAGMA database_list")}
+                if files & _FAST_SQLITE:
+                    connection.execute("PRAGMA synchronous=NORMAL")
+
+    _FAST_SQLITE.update({str(database.absolute()), str(database.resolve())})
+    try:
+        connection = sqlite3.connect(database, timeout=30)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    except sqlite3.OperationalError:  # busy (another process): keep its journal mode
+        pass
+
+
+def experiment_id(uri: str, name: str, tags: dict[str, str] | None = None) -> str:
+    """Id of experiment `name`, created (artifacts under the store's artifact root) if missing."""
+    from mlflow.exceptions import MlflowException  # heavy: see client()
+
+    mlflow_client = client(uri)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    root = artifact_root(uri)
+    location = Path(root, name).as_uri() if root else None
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location, tags=tags)
+    except MlflowException:  # another process created it first
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

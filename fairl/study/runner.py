@@ -1,0 +1,387 @@
+"""Running a study: launch, worker loop, and one trial from study file to MLflow run.
+
+The trial path, top to bottom in this module:
+`run_study` (validate, open the stores, reap, start the launch run, run the workers)
+→ `work` (per worker: lock, reap, count, ask Optuna for one trial)
+→ `objective` (the trial: its config from the sampler, `fit_trial`, one MLflow run)
+→ `fit_trial` (every seed: `fairl.experiment.run_experiment` = compose + `fairl.irl.fit` +
+metrics) → `log_trial` (params, metrics, curves, artifacts in one batch, via `fairl.runs`).
+
+MLflow: one experiment per study, one parent run per launch, one child run per trial with
+the per-seed numbers inside it (fairl.runs.write), so the runs table compares
+configurations directly. Trial and run point at each other: the trial's user attr
+`mlflow_run_id`, the run's tags `trial_number` / `optuna_study`. Workers (`--workers K`) are
+processes; a study is done when COMPLETE trials plus FAIL trials that were not re-queued
+reach the trial count (fairl.study.storage says how killed trials are re-queued).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import gc
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import yaml
+from tqdm import tqdm
+
+from fairl.config import ConfigError
+from fairl.experiment import run_experiment
+from fairl.paths import redact
+from fairl.runs import write as runs
+from fairl.runs.provenance import environment_tags, worker_identity
+from fairl.runs.reap import reap_runs
+from fairl.runs.store import experiment_id, resolve_tracking_uri
+from fairl.study.spec import Study, TrialConfig, load_study, resolve, suggest
+from fairl.study.storage import (
+    StudyLock,
+    Tally,
+    open_storage,
+    open_study,
+    reap_trials,
+    resolve_storage,
+    tally,
+)
+from fairl.worlds import load_world
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    """Everything a worker process needs (JSON-serialisable)."""
+
+    path: str
+    raw: dict[str, Any]
+    storage: str
+    tracking_uri: str
+    experiment: str
+    launch_run: str
+    target: int
+    worker_index: int = 0
+    workers: int = 1
+    env_tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LaunchReport:
+    """What a launch did and where the study stands."""
+
+    study: str
+    target: int
+    tally: Tally
+    launch_run: str
+    experiment: str
+    status: str
+    messages: list[str]
+
+
+# --- launch --------------------------------------------------------------------------------------
+
+def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
+              storage: str | None = None, tracking_uri: str | None = None,
+              progress: bool = True) -> LaunchReport:
+    """`fairl study run`: validate, reap leftovers, run trials to the count, report."""
+    study = load_study(path)  # every config error surfaces here, before any store is touched
+    target = _check_launch(study, trials, workers)
+    storage = resolve_storage(storage)
+    uri = resolve_tracking_uri(tracking_uri)
+    study_obj = open_study(study, storage, target)
+    experiment = experiment_id(
+        uri, study.name, {"study_file": study.path, "description": study.spec.description[:5000],
+                          "optuna_storage": redact(storage)})
+    study_obj.set_user_attr("mlflow_experiment_id", experiment)
+    study_obj.set_user_attr("mlflow_tracking_uri", redact(uri))
+    messages = _reap(study_obj, storage, study.name, uri, experiment)
+    env_tags = environment_tags()
+    launch_run = runs.start_run(
+        uri, experiment, time.strftime("launch-%Y%m%d-%H%M%S"),
+        {"kind": "launch", "study": study.name, "ablation": study.spec.ablation,
+         "world": study.spec.world["name"], "worker": worker_identity(),
+         "optuna_study": study.name, "optuna_storage": redact(storage),
+         "workers": str(workers), **env_tags, **study.spec.tags})
+    runs.log_run(uri, launch_run, params={"trials": target, "workers": workers,
+                                          "sampler": study.spec.sampler.type})
+    runs.log_text(uri, launch_run, yaml.safe_dump(study.raw, sort_keys=False), "study.yaml")
+    context = WorkerContext(str(path), study.raw, storage, uri, experiment, launch_run, target,
+                            workers=workers, env_tags=env_tags)
+    status = runs.FAILED
+    try:
+        problems = _launch(study_obj, context, workers, progress)
+        messages += problems
+        status = runs.FAILED if problems else runs.FINISHED
+    except KeyboardInterrupt:
+        status = runs.KILLED
+        raise
+    finally:
+        messages += _reap(study_obj, storage, study.name, uri, experiment)
+        counts = tally(study_obj.get_trials(deepcopy=False))
+        if status == runs.FINISHED and counts.done < target:
+            status = runs.FAILED  # a worker died; rerunning continues the study
+            messages.append(f"study stopped at {counts.done}/{target} trials; rerun to continue")
+        summary = {"trials_complete": counts.complete, "trials_failed": counts.failed,
+                   "trials_requeued": counts.requeued}
+        summary.update(_best_values(study_obj, study.spec.metrics))
+        runs.log_run(uri, launch_run, metrics=summary)
+        runs.end_run(uri, launch_run, status)
+    return LaunchReport(study.name, target, counts, launch_run, experiment, status, messages)
+
+
+def _check_launch(study: Study, trials: int | None, workers: int) -> int:
+    """The launch's trial count; --trials and --workers checked against the study."""
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1 (got {workers})")
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials: must be >= 1 (got {trials})")
+    target = trials or study.trials
+    if study.spec.sampler.type == "grid" and target > study.grid_size:
+        raise ConfigError(f"--trials: {target} exceeds the grid size {study.grid_size} of "
+                          f"{study.path} (a grid runs each configuration once)")
+    return target
+
+
+def _reap(study_obj, storage: str, name: str, uri: str, experiment: str) -> list[str]:
+    """Re-queue trials of dead workers, then set their orphaned MLflow runs KILLED."""
+    lock = StudyLock(storage, name)
+    try:
+        with lock:
+            messages = reap_trials(study_obj)
+            states = {trial.number: (trial.state.name, trial.user_attrs.get("fairl_killed"))
+                      for trial in study_obj.get_trials(deepcopy=False)}
+            return messages + reap_runs(uri, experiment, states)
+    finally:
+        lock.close()
+
+
+def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> list[str]:
+    """Run the workers (in this process when there is one); returns problems seen."""
+    counts = tally(study_obj.get_trials(deepcopy=False))
+    bar = tqdm(total=context.target, initial=min(counts.done, context.target),
+               desc=study_obj.study_name, unit="trial", disable=not progress, dynamic_ncols=True)
+
+    def show(counts: Tally) -> None:
+        bar.n = min(counts.done, context.target)
+        bar.set_postfix(failed=counts.failed, running=counts.running, refresh=False)
+        bar.refresh()
+
+    try:
+        if workers == 1:
+            work(context, on_trial=show)
+            return []
+        processes = [_start_worker(dataclasses.replace(context, worker_index=index))
+                     for index in range(workers)]
+        try:
+            while any(process.poll() is None for process in processes):
+                time.sleep(0.5)
+                show(tally(study_obj.get_trials(deepcopy=False)))
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+            for process in processes:
+                process.wait()
+        show(tally(study_obj.get_trials(deepcopy=False)))
+        return [f"worker {index} (pid {process.pid}) exited with {process.returncode}"
+                for index, process in enumerate(processes) if process.returncode != 0]
+    finally:
+        bar.close()
+
+
+def _start_worker(context: WorkerContext) -> subprocess.Popen:
+    # -P: the working directory is not put on sys.path, so a local file cannot shadow a module.
+    return subprocess.Popen(
+        [sys.executable, "-P", "-c", "from fairl.study.runner import worker_main; worker_main()",
+         json.dumps(dataclasses.asdict(context))])
+
+
+def _best_values(study_obj, metrics: list[str]) -> dict[str, float]:
+    complete = [t for t in study_obj.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete or len(metrics) != 1:
+        return {}
+    return {f"best_{metrics[0]}": study_obj.best_value}
+
+
+# --- a worker ------------------------------------------------------------------------------------
+
+def make_sampler(study: Study, offset: int):
+    """The configured sampler; tpe/random seeds move with `offset` so a resumed run differs."""
+    sampler = study.spec.sampler
+    if sampler.type == "grid":
+        space = {name: param.choices for name, param in study.space.items()}
+        return optuna.samplers.GridSampler(space, seed=sampler.seed)
+    if sampler.type == "random":
+        return optuna.samplers.RandomSampler(seed=sampler.seed + offset)
+    return optuna.samplers.TPESampler(seed=sampler.seed + offset)
+
+
+def work(context: WorkerContext, on_trial=None) -> Tally:
+    """Run trials until the study reaches its count; `on_trial(tally)` after each."""
+    study_def = load_study(context.path, context.raw)
+    storage = open_storage(context.storage)
+    existing = optuna.load_study(study_name=study_def.name, storage=storage)
+    offset = len(existing.get_trials(deepcopy=False)) + 1000 * context.worker_index
+    study = optuna.load_study(study_name=study_def.name, storage=storage,
+                              sampler=make_sampler(study_def, offset))
+    lock = StudyLock(context.storage, study_def.name)
+    parent = os.getppid()
+    # Everything imported so far (torch, mlflow, sqlalchemy: ~0.5 M objects) leaves the
+    # collector's view; full collections otherwise stall MLflow's many small ORM objects.
+    gc.freeze()
+    try:
+        while context.workers == 1 or os.getppid() == parent:
+            with lock:
+                reap_trials(study)
+                counts = tally(study.get_trials(deepcopy=False))
+                if counts.waiting == 0 and counts.done + counts.running >= context.target:
+                    break
+                study.optimize(lambda trial: objective(trial, study_def, context, lock),
+                               n_trials=1, catch=(Exception,))
+            if on_trial is not None:
+                on_trial(tally(study.get_trials(deepcopy=False)))
+    finally:
+        lock.close()
+    return tally(study.get_trials(deepcopy=False))
+
+
+def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
+    """One trial: resolve, fit every seed, log one MLflow run; returns the mean objective(s)."""
+    # Recorded before the lock is released: a RUNNING trial without it has a dead worker.
+    trial.set_user_attr("worker", worker_identity())
+    lock.release()
+    spec, uri = study.spec, context.tracking_uri
+    tags = {"kind": "trial", "study": study.name, "ablation": spec.ablation,
+            "trial_number": str(trial.number), "optuna_trial_id": str(trial._trial_id),
+            "optuna_study": study.name, "optuna_storage": redact(context.storage),
+            "worker": worker_identity(), "seed": ",".join(map(str, spec.seeds)),
+            "world": spec.world["name"], **context.env_tags, **spec.tags}
+    run_id = runs.start_run(uri, context.experiment, f"trial-{trial.number:04d}", tags,
+                            parent_run_id=context.launch_run)
+    trial.set_user_attr("mlflow_run_id", run_id)
+    config = None
+    try:
+        config = resolve(spec, suggest(trial, study.space))
+        trial.set_user_attr("config_id", config.config_id)
+        metrics, curves, artifacts, world = evaluate(config, spec.top_failures,
+                                                     spec.curve_points)
+        values = [metrics[metric] for metric in spec.metrics]
+        bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
+        log_trial(uri, run_id, config, metrics, curves, artifacts,
+                  {"dataset_hash": world.dataset_hash})
+        runs.end_run(uri, run_id, runs.FINISHED)
+    except Exception as error:
+        _fail_trial(trial, study.name, uri, run_id, config, error)
+        raise
+    except BaseException:  # Ctrl-C / SIGTERM: not the configuration's fault, run it again
+        trial.set_user_attr("fairl_interrupted", True)
+        runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
+        raise
+    return values[0] if len(values) == 1 else values
+
+
+def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | None = None):
+    """Fit the configuration on every seed; returns (metrics, curves, artifacts, world)."""
+    world = load_world(config.world.name, config.world.options)
+    per_seed: dict[int, dict[str, float]] = {}
+    histories, failures, results = {}, {}, {}
+    for seed in config.seeds:
+        start = time.perf_counter()
+        outcome = run_experiment(config.world, config.for_seed(seed), world)
+        per_seed[seed] = {**{f"train_{k}": v for k, v in outcome.train_metrics.items()},
+                          **{f"test_{k}": v for k, v in outcome.test_metrics.items()},
+                          "fit_seconds": time.perf_counter() - start}
+        histories[seed] = outcome.result.history
+        results[seed] = outcome.result
+        train = outcome.train
+        margins = outcome.result.reward(train.h_T) - outcome.result.reward(train.h_NT)
+        failures[seed] = runs.top_failures(train, outcome.result.failure_counts,
+                                           np.asarray(margins), top_failures)
+    metrics = {}
+    for key in per_seed[config.seeds[0]]:
+        values = [per_seed[seed][key] for seed in config.seeds]
+        metrics[key] = statistics.fmean(values)
+        if len(values) > 1 and key != "fit_seconds":
+            metrics[f"{key}_std"] = statistics.stdev(values)
+        for seed in config.seeds:
+            metrics[f"seed_{seed}/{key}"] = per_seed[seed][key]
+    curves = runs.mean_curves(list(histories.values()), curve_points)
+    artifacts = {"history.csv": runs.history_csv(histories),
+                 "failures.csv": runs.failures_csv(failures),
+                 "rewards.npz": runs.rewards_npz(results, world.test)}
+    return metrics, curves, artifacts, world
+
+
+def _config_tags(config: TrialConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """(params, tags) of a trial's configuration, as its MLflow run shows them."""
+    params = runs.flatten({"variant": config.variant, "seeds": config.seeds,
+                           "world": config.world_values, "fit": config.fit_values})
+    return params, {"config_id": config.config_id, "method": config.fit.method,
+                    "variant": str(config.variant)}
+
+
+def log_trial(uri: str, run_id: str, config: TrialConfig, metrics, curves, artifacts,
+              extra_tags: dict[str, str]) -> None:
+    """Params, final metrics, curves and tags in one batch, then the artifacts."""
+    params, tags = _config_tags(config)
+    runs.log_run(uri, run_id, params=params, metrics=metrics, curves=curves,
+                 tags={**tags, **extra_tags})
+    artifacts = {**artifacts, "config.yaml": yaml.safe_dump(config.as_dict(), sort_keys=False)}
+    for name, text in artifacts.items():
+        runs.log_text(uri, run_id, text, name)
+
+
+def _fail_trial(trial, study: str, uri: str, run_id: str, config: TrialConfig | None,
+                error: Exception) -> None:
+    """A failed trial: one line on stderr, the reason on the trial, the run FAILED."""
+    reason = runs.error_line(error)
+    print(f"{study}: trial {trial.number} failed: {reason}", file=sys.stderr)
+    trial.set_user_attr("fail_reason", reason[:2000])
+    try:
+        if config is not None:
+            params, tags = _config_tags(config)
+            runs.log_run(uri, run_id, params=params, tags=tags)
+            runs.log_text(uri, run_id, yaml.safe_dump(config.as_dict(), sort_keys=False),
+                          "config.yaml")
+        runs.fail_run(uri, run_id, error)
+    except Exception as logging_error:  # noqa: BLE001 (keep the trial's own error)
+        print(f"  (could not mark MLflow run {run_id} FAILED: {logging_error})", file=sys.stderr)
+
+
+# --- worker processes ----------------------------------------------------------------------------
+
+def worker_main() -> None:
+    """Entry of a worker process: `python -P -c ... <context json>`."""
+    _die_with_parent()
+    context = WorkerContext(**json.loads(sys.argv[1]))
+    import torch  # heavy (~2 s): only to split the cores among the workers
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.workers))
+
+    def stop(*_):
+        raise KeyboardInterrupt  # the trial is failed and re-queued, as on Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        work(context)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the launcher dies, so no worker outlives a killed launch."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,274 @@
+"""Optuna storage: journal file or RDB, the study lock, re-queueing and reaping trials, tallies.
+
+Storage: a JournalFileBackend file `mlruns/optuna.journal` by default (several processes on
+one machine; appends without fsync, see journal_file), or any RDB URL (`postgresql://...`
+for several machines) with Optuna's heartbeat. Workers (`--workers K`) are processes.
+
+Resume, kills and orphans. Each worker loops: take the study lock, reap, count, and ask
+for one trial, releasing the lock once the trial exists (so two workers never both take the
+last slot, and a grid never hands one configuration to two live trials). The lock is an
+fcntl lock beside a journal or SQLite file, a PostgreSQL/MySQL advisory lock otherwise; a
+dead holder releases it. Reaping: a RUNNING trial whose worker process (host:pid:start,
+recorded before the lock is released) is dead on this host, or whose RDB heartbeat went
+stale, is set FAIL (user attr `fairl_killed`) and re-queued as a WAITING copy with the same
+parameters and grid slot (system attrs `failed_trial`, `retry_history`, as Optuna's
+RetryHeartbeatStaleTrialCallback does), up to MAX_RETRY times. A trial interrupted by
+Ctrl-C/SIGTERM is re-queued the same way. A study is done when COMPLETE trials plus FAIL
+trials that were not re-queued (errors such as a diverged fit, which would fail again)
+reach the trial count. At each launch (start and end), MLflow runs still RUNNING whose
+trial is no longer running (or whose launcher died) are set KILLED with the reason in
+their `error` tag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from fairl.config import ConfigError
+from fairl.paths import mlruns_dir, redact
+from fairl.runs.provenance import worker_alive
+
+MAX_RETRY = 3  # re-queues of a configuration whose worker died, before it counts as failed
+HEARTBEAT_SECONDS = 10  # RDB storages: trial heartbeat, and stale after GRACE_SECONDS
+GRACE_SECONDS = 30
+
+
+def default_storage() -> str:
+    return str(mlruns_dir() / "optuna.journal")
+
+
+def resolve_storage(storage: str | None = None) -> str:
+    """Flag, then FAIRL_STORAGE, then the journal file mlruns/optuna.journal."""
+    return storage or os.environ.get("FAIRL_STORAGE") or default_storage()
+
+
+def is_rdb(storage: str) -> bool:
+    return "://" in storage
+
+
+def sqlalchemy_url(storage: str) -> str:
+    """postgres(ql):// -> the installed driver: SQLAlchemy 2.1 defaults to psycopg 3, which
+    fairl does not require (psycopg2-binary is in the dev extras)."""
+    scheme, sep, rest = storage.partition("://")
+    if scheme in ("postgres", "postgresql"):
+        driver = "" if importlib.util.find_spec("psycopg") else "+psycopg2"
+        return f"postgresql{driver}{sep}{rest}"
+    return storage
+
+
+def open_storage(storage: str):
+    """Optuna storage for a URL (RDB, with heartbeat) or a journal file path."""
+    _quiet_optuna()
+    if is_rdb(storage):
+        return optuna.storages.RDBStorage(
+            sqlalchemy_url(storage), engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=requeue)
+    Path(storage).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(journal_file(str(storage)))
+
+
+def journal_file(path: str):
+    """Optuna's JournalFileBackend without its fsync per write (~4 ms each on this disk, about
+    ten writes per trial). Appends stay atomic under the backend's own lock and survive a
+    killed process; only an OS crash can drop the last lines (as with SQLite's WAL mode)."""
+    class JournalFile(JournalFileBackend):
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            self._lock.acquire()
+            try:
+                with open(self._file_path, "ab") as file:
+                    file.write(text.encode("utf-8"))
+            finally:
+                self._lock.release()
+
+    backend = JournalFile(path)
+    if not (hasattr(backend, "_lock") and hasattr(backend, "_file_path")):
+        return JournalFileBackend(path)  # the backend changed: use it as it is
+    return backend
+
+
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures: one line from objective()
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class StudyLock:
+    """Cross-process lock around reap + count + ask of one study (released by a dead holder)."""
+
+    def __init__(self, storage: str, study: str):
+        self.storage, self.study, self.held = storage, study, False
+        self._file = self._connection = None
+        self._key = int.from_bytes(hashlib.sha256(f"fairl:{study}".encode()).digest()[:8],
+                                   "big", signed=True)
+        self.kind = "file"
+        if is_rdb(storage):
+            scheme = storage.split("://", 1)[0].split("+", 1)[0]
+            if scheme == "sqlite":
+                path = Path(storage.split("///", 1)[1])
+            elif scheme in ("postgresql", "postgres", "mysql", "mariadb"):
+                self.kind, path = scheme, None
+            else:
+                raise ConfigError(f"--storage {redact(storage)}: unsupported database "
+                                  "(use a journal file, sqlite, postgresql or mysql)")
+        else:
+            path = Path(storage)
+        if path is not None:
+            self._path = path.with_name(f".{path.name}.{study}.lock")
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        if self.kind == "file":
+            self._file = open(self._path, "a")  # noqa: SIM115 (held across calls)
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        else:
+            self._sql("SELECT pg_advisory_lock(:key)" if self.kind.startswith("postgres")
+                      else "SELECT GET_LOCK(:key, -1)")
+        self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if self.kind == "file":
+            self._file.close()  # closing drops the flock
+            self._file = None
+        else:
+            self._sql("SELECT pg_advisory_unlock(:key)" if self.kind.startswith("postgres")
+                      else "SELECT RELEASE_LOCK(:key)")
+
+    def _sql(self, statement: str) -> None:
+        if self._connection is None:
+            engine = sqlalchemy.create_engine(sqlalchemy_url(self.storage),
+                                              poolclass=sqlalchemy.pool.NullPool,
+                                              isolation_level="AUTOCOMMIT")
+            self._connection = engine.connect()
+        key = self._key if self.kind.startswith("postgres") else f"fairl:{self.study}"[:64]
+        self._connection.execute(sqlalchemy.text(statement), {"key": key}).fetchall()
+
+    def close(self) -> None:
+        self.release()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *_):
+        self.release()
+
+
+def requeue(study, trial) -> None:
+    """Queue a WAITING copy of a killed trial (same params and grid slot), up to MAX_RETRY."""
+    history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
+    if len(history) > MAX_RETRY:
+        return
+    system_attrs = {**trial.system_attrs, "failed_trial": history[0], "retry_history": history}
+    system_attrs.pop("fail_reason", None)
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.WAITING, params=trial.params,
+        distributions=trial.distributions, system_attrs=system_attrs))
+
+
+def reap_trials(study) -> list[str]:
+    """Fail and re-queue trials whose worker died (or that were interrupted); call under lock."""
+    messages = []
+    optuna.storages.fail_stale_trials(study)  # RDB heartbeat; calls requeue()
+    trials = study.get_trials(deepcopy=False)
+    requeued = _requeued(trials)
+    for trial in trials:
+        if trial.state == TrialState.RUNNING:
+            worker = trial.user_attrs.get("worker")
+            if worker_alive(worker) is not False:
+                continue
+            reason = (f"worker {worker} died during the trial" if worker
+                      else "worker died before the trial started")
+            study._storage.set_trial_user_attr(trial._trial_id, "fairl_killed", reason)
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        elif (trial.state == TrialState.FAIL and trial.user_attrs.get("fairl_interrupted")
+              and trial.number not in requeued):
+            reason = "interrupted"
+        else:
+            continue
+        requeue(study, study._storage.get_trial(trial._trial_id))
+        messages.append(f"trial {trial.number}: {reason}; re-queued")
+    return messages
+
+
+def _requeued(trials) -> set[int]:
+    """Numbers of failed trials whose configuration was queued again."""
+    return {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
+
+
+@dataclasses.dataclass
+class Tally:
+    """Trial counts of a study as fairl sees them."""
+
+    complete: int = 0
+    failed: int = 0  # FAIL and not re-queued: counts as done
+    requeued: int = 0  # FAIL whose configuration was queued again
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.complete + self.failed
+
+
+def tally(trials) -> Tally:
+    requeued = _requeued(trials)
+    counts = Tally()
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            counts.complete += 1
+        elif trial.state == TrialState.RUNNING:
+            counts.running += 1
+        elif trial.state == TrialState.WAITING:
+            counts.waiting += 1
+        elif trial.number in requeued:
+            counts.requeued += 1
+        else:
+            counts.failed += 1
+    return counts
+
+
+def open_study(study, storage: str, target: int):
+    """Create or load the Optuna study; refuse a study of the same name with another spec."""
+    study_obj = optuna.create_study(
+        study_name=study.name, storage=open_storage(storage), load_if_exists=True,
+        directions=study.spec.directions)
+    attrs = study_obj.user_attrs
+    fingerprint = study.fingerprint()
+    if attrs.get("fairl_fingerprint", fingerprint) != fingerprint:
+        raise ConfigError(
+            f"{study.path}: study {study.name!r} already exists in {redact(storage)} with "
+            "a different configuration (world/fit/variants/search/sampler/seeds/objectives); "
+            "give the changed study a new `name:` or use another --storage")
+    if [d.name.lower() for d in study_obj.directions] != study.spec.directions:
+        raise ConfigError(f"{study.path}: objectives: directions differ from the stored study")
+    if "fairl_fingerprint" not in attrs:
+        study_obj.set_user_attr("fairl_fingerprint", fingerprint)
+        study_obj.set_user_attr("fairl_metrics", study.spec.metrics)
+        study_obj.set_user_attr("fairl_file", study.path)
+    study_obj.set_user_attr("fairl_target", target)
+    return study_obj
+
+
