@@ -16,27 +16,46 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
-from fairl.config import STRICT
+from fairl.config import STRICT, Float, Int
 from fairl.pairs import Pairs, World
+
+# Drawing takes ~20 bytes per embedding number at its peak (measured: 16M numbers, 385 MB) and
+# the fit another ~10, so 1e8 numbers (~3 GB) leave room on a 24 GB machine.
+MAX_PAIRS = 10_000_000
+MAX_D = 65_536
+MAX_NUMBERS = 100_000_000  # (n_train + n_test) * d
 
 
 @dataclass(config=STRICT)
 class PlantedConfig:
     """Size and difficulty of a planted world."""
 
-    n_train: int = Field(4000, ge=2, description="training pairs")
-    n_test: int = Field(2000, ge=2, description="held-out pairs (never label-noised)")
-    d: int = Field(64, ge=2, description="embedding dimension")
-    label_noise: float = Field(0.0, ge=0, le=0.5, description="fraction of train pairs swapped")
-    near_tie_frac: float = Field(0.0, ge=0, le=1, description="fraction of near-tie pairs")
-    near_tie_gap: float = Field(0.05, gt=0, description="max true gap |Δ*| of a near tie")
-    hard_frac: float = Field(0.0, ge=0, le=1, description="fraction of pairs in the hard region")
-    hard_nuisance: float = Field(3.0, ge=0, description="nuisance scale in the hard region")
-    toxic_threshold: float = Field(0.0, description="r* below this counts as toxic (T→NT labels)")
-    seed: int = Field(0, ge=0, description="seed of θ* and of every draw")
+    # Float, Int: strict per field ('16' and 1e12, a float, are not ints); see fairl.config.
+    n_train: Int = Field(4000, ge=2, le=MAX_PAIRS, description=f"training pairs, <= {MAX_PAIRS}")
+    n_test: Int = Field(2000, ge=2, le=MAX_PAIRS,
+                        description=f"held-out pairs (never label-noised), <= {MAX_PAIRS}")
+    d: Int = Field(64, ge=2, le=MAX_D, description=f"embedding dimension, <= {MAX_D}; "
+                   f"(n_train + n_test) * d <= {MAX_NUMBERS} (~3 GB: fits a 24 GB machine)")
+    label_noise: Float = Field(0.0, ge=0, le=0.5, description="fraction of train pairs swapped")
+    near_tie_frac: Float = Field(0.0, ge=0, le=1, description="fraction of near-tie pairs")
+    near_tie_gap: Float = Field(0.05, gt=0, description="max true gap |Δ*| of a near tie")
+    hard_frac: Float = Field(0.0, ge=0, le=1, description="fraction of pairs in the hard region")
+    hard_nuisance: Float = Field(3.0, ge=0, description="nuisance scale in the hard region")
+    toxic_threshold: Float = Field(0.0, description="r* below this counts as toxic (T→NT labels)")
+    seed: Int = Field(0, ge=0, description="seed of θ* and of every draw")
+
+    # A field validator (declared after n_train and n_test) so the error names a field: d.
+    @field_validator("d")
+    @classmethod
+    def _fits_in_memory(cls, value: int, info: ValidationInfo) -> int:
+        pairs = info.data.get("n_train", 0) + info.data.get("n_test", 0)
+        if pairs * value > MAX_NUMBERS:
+            raise ValueError(f"(n_train + n_test) * d = {pairs * value} numbers exceeds the "
+                             f"{MAX_NUMBERS} limit (~3 GB to draw and fit)")
+        return value
 
 
 def _draw_pairs(rng: np.random.Generator, theta: np.ndarray, n: int, config: PlantedConfig,

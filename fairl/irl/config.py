@@ -2,60 +2,84 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-import torch
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
-from fairl.config import STRICT
+from fairl.config import STRICT, Bool, Float, Int, Str
+
+MAX_ROUNDS = 100_000  # ~1 s per 1000 rounds on 4000 pairs: past this a typo, not a plan
+MAX_BATCH = 10_000_000  # >= the pairs means full batch; larger only hides a typo
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's limit
+# torch device types a fit can use, with an optional index; anything else is refused without
+# importing torch (a 6 s import to reject a typo).
+_DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:[0-9]{1,4})?")
 
 
 @dataclass(config=STRICT)
 class FitConfig:
     """One IRL fit. Standard IRL: failure_mode="none", dual_path=False."""
 
+    # Float, Int, Bool, Str: strict per field (see fairl.config.STRICT for why not per class).
     objective: Literal["max_margin", "max_entropy"] = Field(
         "max_margin", description="base objective: hinge on margins, or Bradley-Terry log-loss")
-    M: float = Field(1.0, gt=0, description="margin every pair must reach (max-margin)")
-    tau: float = Field(1.0, gt=0, description="temperature of the base log-loss (max-entropy)")
-    M_fail: float = Field(2.0, gt=0, description="stricter margin for failure pairs; >= M")
-    tau_fail: float = Field(0.5, gt=0, description="sharper temperature for failure pairs; <= tau")
+    M: Float = Field(1.0, gt=0, description="margin every pair must reach (max-margin)")
+    tau: Float = Field(1.0, gt=0, description="temperature of the base log-loss (max-entropy)")
+    M_fail: Float = Field(2.0, gt=0, description="stricter margin for failure pairs; >= M")
+    tau_fail: Float = Field(0.5, gt=0, description="sharper temperature for failure pairs; <= tau")
     failure_mode: Literal["margin", "ground_truth", "none"] = Field(
         "margin", description="how failures F_t are found: Δ < γ_t, disagreement with r*, or off")
-    dual_path: bool = Field(True, description="R = R_D + R_F with a failure head; False: R = R_D")
-    fail_grad_to_base: bool = Field(
+    dual_path: Bool = Field(True, description="R = R_D + R_F with a failure head; False: R = R_D")
+    fail_grad_to_base: Bool = Field(
         False, description="failure loss also moves θ_D; default: only the failure head θ_F")
-    gamma_start: float = Field(0.0, description="failure threshold γ_0 on the margin Δ (round 0)")
-    gamma_end: float = Field(1.0, description="failure threshold at the last round; >= gamma_start")
+    gamma_start: Float = Field(0.0, description="failure threshold γ_0 on the margin Δ (round 0)")
+    gamma_end: Float = Field(1.0, description="failure threshold at the last round; >= gamma_start")
     gamma_shape: Literal["linear", "cosine", "constant"] = Field(
         "linear", description="how γ_t moves from gamma_start to gamma_end")
-    lambda0: float = Field(10.0, ge=0, description="failure-loss weight λ_0")
-    lambda_decay: float = Field(0.03, ge=0, description="λ_t = λ_0 exp(-lambda_decay t)")
-    lambda_fixed: bool = Field(False, description="keep λ_t = λ_0 every round (ablation)")
-    p0: float = Field(0.2, ge=0, le=1, description="failure sampling rate p_t at round 0")
-    p_end: float = Field(0.0, ge=0, le=1, description="failure sampling rate at the last round")
+    lambda0: Float = Field(10.0, ge=0, description="failure-loss weight λ_0")
+    lambda_decay: Float = Field(0.03, ge=0, description="λ_t = λ_0 exp(-lambda_decay t)")
+    lambda_fixed: Bool = Field(False, description="keep λ_t = λ_0 every round (ablation)")
+    p0: Float = Field(0.2, ge=0, le=1, description="failure sampling rate p_t at round 0")
+    p_end: Float = Field(0.0, ge=0, le=1, description="failure sampling rate at the last round")
     failure_budget: Literal["of_failures", "of_batch"] = Field(
         "of_failures", description="|S_t| = ceil(p_t |F_t|), or min(|F_t|, ceil(p_t batch))")
     failure_sampling: Literal["random", "hardest"] = Field(
         "random", description="which failures fill S_t: uniform draw, or lowest margins")
-    l2_fail: float = Field(1e-3, ge=0, description="α of the L2 penalty α‖θ_F‖² on the failure head")
+    l2_fail: Float = Field(
+        1e-3, ge=0, description="α of the L2 penalty α‖θ_F‖² on the failure head")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="torch optimiser")
-    lr: float = Field(0.05, gt=0, description="learning rate")
-    rounds: int = Field(100, ge=1, description="training rounds (full passes over the pairs)")
-    batch_size: int | None = Field(None, ge=1, description="pairs per step; None = full batch")
-    seed: int = Field(0, ge=0, description="seed of the head init and failure sampling")
-    device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
+    lr: Float = Field(0.05, gt=0, description="learning rate")
+    rounds: Int = Field(
+        100, ge=1, le=MAX_ROUNDS,
+        description=f"training rounds (full passes over the pairs), <= {MAX_ROUNDS}")
+    batch_size: Int | None = Field(
+        None, ge=1, le=MAX_BATCH, description="pairs per step; None (or >= the pairs) = full batch")
+    seed: Int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the head init and failure sampling, < 2**64")
+    device: Str = Field("cpu", description="torch device: cpu, cuda, cuda:N, mps or xpu")
 
     @field_validator("device")
     @classmethod
     def _device_exists(cls, value: str) -> str:
-        try:
-            device = torch.device(value)
-        except RuntimeError:
-            raise ValueError("not a torch device name (try cpu or cuda:0)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("CUDA is not available on this machine")
+        match = _DEVICE.fullmatch(value)
+        if match is None:
+            raise ValueError("not a torch device name (try cpu or cuda:0)")
+        kind, index = match.group(1), int((match.group(2) or ":0")[1:])
+        if kind == "cpu":
+            return value
+        # Imported here, not at the top: validating a config must not cost torch's import
+        # unless an accelerator is asked for, and then we must ask torch whether it exists.
+        import torch
+
+        backend = getattr(torch, kind, None) if kind != "mps" else torch.backends.mps
+        if backend is None or not backend.is_available():
+            name = "CUDA" if kind == "cuda" else kind.upper()
+            raise ValueError(f"{name} is not available on this machine")
+        if kind == "cuda" and index >= torch.cuda.device_count():
+            raise ValueError(f"no CUDA device {index}: this machine has "
+                             f"{torch.cuda.device_count()}")
         return value
 
     # Field validators (not a model validator) so each error is reported under its field;
