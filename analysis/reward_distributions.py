@@ -43,16 +43,8 @@ def zscore(aligned: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (aligned - both.mean()) / scale, (base - both.mean()) / scale
 
 
-def build(options: Options) -> Section:
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    source = options.study(STUDY)
-    rows = method_pairs(source)
-    if not rows:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           "no objective has both a standard IRL and an FA-IRL run")
-    seed = min(set(rows[0][1].seeds) & set(rows[0][2].seeds))
+def reward_panels(source, rows, seed: int) -> list[list[tuple]]:
+    """Per objective: (title, aligned rewards, base rewards) of each method and of r*."""
     panels = []  # per row: [(title, aligned, base)]
     try:
         for objective, standard, fa in rows:
@@ -70,6 +62,20 @@ def build(options: Options) -> Section:
             "its runs predate the rewards.npz artifact",
             f"fairl study run {source.study_file} with a fresh --tracking-uri and --storage "
             "(a finished study does not rerun)") from None
+    return panels
+
+
+def build(options: Options) -> Section:
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    source = options.study(STUDY)
+    rows = method_pairs(source)
+    if not rows:
+        raise MissingStudy(source.study, source.study_file, source.uri,
+                           "no objective has both a standard IRL and an FA-IRL run")
+    seed = min(set(rows[0][1].seeds) & set(rows[0][2].seeds))
+    panels = reward_panels(source, rows, seed)
     remove_outputs(options.out, NAME)
     figure_style()
     columns = max(len(row) for row in panels)

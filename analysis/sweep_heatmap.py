@@ -67,7 +67,6 @@ def label(low: float, high: float, log: bool) -> str:
 
 def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     source = options.study(STUDY)
     trials = trial_frame(source)
@@ -94,35 +93,7 @@ def build(options: Options) -> Section:
     for objective, axes_row in zip(objectives, axes):
         part = trials[trials["objective"] == objective]
         for metric, ax in zip(metrics, axes_row):
-            grid = part.groupby(["row_bin", "column_bin"])[metric].agg(["mean", "count"])
-            means = np.full((BINS, BINS), np.nan)
-            counts = np.zeros((BINS, BINS), dtype=int)
-            for (i, j), values in grid.iterrows():
-                means[i, j], counts[i, j] = values["mean"], int(values["count"])
-                cells.append({"objective": objective, "metric": metric,
-                              f"{ROWS}_bin": row_labels[i], f"{COLUMNS}_bin": column_labels[j],
-                              "mean": values["mean"], "trials": int(values["count"])})
-            finite = means[np.isfinite(means)]
-            spread = float(finite.max() - finite.min()) if finite.size else 0.0
-            digits = 3 if spread >= 0.01 or spread == 0 else min(5, 2 - math.floor(math.log10(spread)))
-            annotations = np.array([[f"{m:.{digits}f}\nn={c}" if c else "" for m, c in zip(mr, cr)]
-                                    for mr, cr in zip(means, counts)])
-            sns.heatmap(means[::-1], ax=ax, annot=annotations[::-1], fmt="",
-                        cmap="viridis_r" if metric.endswith("starc") else "viridis",
-                        xticklabels=column_labels, yticklabels=row_labels[::-1],
-                        cbar_kws={"label": f"mean {METRIC_NAMES[metric]} (0–1)"
-                                  + (", lower is better" if metric.endswith("starc") else "")},
-                        annot_kws={"fontsize": "small"}, linewidths=0.5, linecolor="white")
-            ax.set_facecolor("0.93")
-            ax.grid(False)
-            for i, j in zip(*np.nonzero(counts[::-1] == 0)):  # seaborn leaves NaN cells blank
-                ax.text(j + 0.5, i + 0.5, "no trials", ha="center", va="center",
-                        fontsize="small", color="0.45")
-            ax.set_xlabel(r"$\tau_{fail}$ (failure temperature, log bins)")
-            ax.set_ylabel(r"$M_{fail}$ (failure margin, reward units)")
-            ax.set_title(f"{METRIC_NAMES[metric]}, {objective_label(objective)}")
-            ax.tick_params(axis="x", rotation=0)
-            ax.tick_params(axis="y", rotation=0)
+            cells += draw_heatmap(ax, part, objective, metric, row_labels, column_labels)
     fig.tight_layout()
     files = save_figure(fig, options.out, NAME)
     folder = options.out / "tables"
@@ -137,6 +108,43 @@ def build(options: Options) -> Section:
             if run.run_id in used_ids]
     return Section(TITLE, [(files[0], caption)], [], files + [csv], used, [source])
 
+
+def draw_heatmap(ax, part, objective: str, metric: str, row_labels: list[str],
+                 column_labels: list[str]) -> list[dict]:
+    """One panel: mean `metric` of the trials in each (M_fail, τ_fail) bin; returns the cells."""
+    import seaborn as sns
+
+    cells = []
+    grid = part.groupby(["row_bin", "column_bin"])[metric].agg(["mean", "count"])
+    means = np.full((BINS, BINS), np.nan)
+    counts = np.zeros((BINS, BINS), dtype=int)
+    for (i, j), values in grid.iterrows():
+        means[i, j], counts[i, j] = values["mean"], int(values["count"])
+        cells.append({"objective": objective, "metric": metric,
+                      f"{ROWS}_bin": row_labels[i], f"{COLUMNS}_bin": column_labels[j],
+                      "mean": values["mean"], "trials": int(values["count"])})
+    finite = means[np.isfinite(means)]
+    spread = float(finite.max() - finite.min()) if finite.size else 0.0
+    digits = 3 if spread >= 0.01 or spread == 0 else min(5, 2 - math.floor(math.log10(spread)))
+    annotations = np.array([[f"{m:.{digits}f}\nn={c}" if c else "" for m, c in zip(mr, cr)]
+                            for mr, cr in zip(means, counts)])
+    sns.heatmap(means[::-1], ax=ax, annot=annotations[::-1], fmt="",
+                cmap="viridis_r" if metric.endswith("starc") else "viridis",
+                xticklabels=column_labels, yticklabels=row_labels[::-1],
+                cbar_kws={"label": f"mean {METRIC_NAMES[metric]} (0–1)"
+                          + (", lower is better" if metric.endswith("starc") else "")},
+                annot_kws={"fontsize": "small"}, linewidths=0.5, linecolor="white")
+    ax.set_facecolor("0.93")
+    ax.grid(False)
+    for i, j in zip(*np.nonzero(counts[::-1] == 0)):  # seaborn leaves NaN cells blank
+        ax.text(j + 0.5, i + 0.5, "no trials", ha="center", va="center",
+                fontsize="small", color="0.45")
+    ax.set_xlabel(r"$\tau_{fail}$ (failure temperature, log bins)")
+    ax.set_ylabel(r"$M_{fail}$ (failure margin, reward units)")
+    ax.set_title(f"{METRIC_NAMES[metric]}, {objective_label(objective)}")
+    ax.tick_params(axis="x", rotation=0)
+    ax.tick_params(axis="y", rotation=0)
+    return cells
 
 if __name__ == "__main__":
     script_main(NAME)

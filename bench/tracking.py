@@ -1,7 +1,7 @@
 """Benchmark: per-trial overhead of Optuna + MLflow against the fit time, on the smoke world.
 
 Runs the smoke study (studies/smoke.yaml; --trials of them) in a temporary store and times,
-inside the same run, each trial's fit work (`fairl.study.evaluate`: every seed's fit and
+inside the same run, each trial's fit work (`fairl.study.runner.evaluate`: every seed's fit and
 metrics) and everything else the trial costs: the study lock, reaping and counting,
 Optuna's ask/tell on the journal, MLflow run creation, the log_batch calls, artifacts and
 termination. Overhead ratio = (trial time - fit time) / fit time; goal < 10 %. One-time
@@ -62,9 +62,11 @@ def main() -> None:
         os.environ.pop(name, None)
 
     start = time.perf_counter()
-    from fairl import study, tracking
+    from fairl.runs import store as runs_store
+    from fairl.runs import write
+    from fairl.study import runner as study
 
-    tracking.client(tracking.resolve_tracking_uri()).search_experiments()
+    runs_store.client(runs_store.resolve_tracking_uri()).search_experiments()
     import optuna  # noqa: F401
 
     study.load_study(args.study)
@@ -75,7 +77,7 @@ def main() -> None:
     timed(study, "objective", "trial (objective)")
     timed(study, "reap_trials", "reap + count (per loop)")
     for name in ("start_run", "log_run", "log_text", "end_run"):
-        timed(tracking, name, f"mlflow {name}")
+        timed(write, name, f"mlflow {name}")
     loop_start = time.perf_counter()
     report = study.run_study(args.study, trials=args.trials, progress=False)
     loop = time.perf_counter() - loop_start

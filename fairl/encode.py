@@ -304,6 +304,8 @@ def encode(
     return_stats: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, EncodeStats]:
     """Embeddings (len(texts), d) float32 of `texts`, in order; cached on disk by default."""
+    # Over 60 lines: dedupe → cache lookup → encode the misses in chunks → write shards →
+    # reassemble is one pass whose index bookkeeping is easiest to check in one place.
     start_time = time.perf_counter()
     encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
     texts = list(texts)

@@ -3,7 +3,7 @@
 `oracle_starc` is the STARC of the best linear head (ridge regression of r* on h), the floor
 any linear reward model can reach on the test pairs; `bradley_terry_relabel` redraws the
 order of each training pair from r* itself, so IRL can be run on "ideal" preference labels.
-Pairs are duck-typed like `fairl.worlds.Pairs` (h_T, h_NT, gt_T, gt_NT, prompt_ids).
+Pairs are duck-typed like `fairl.pairs.Pairs` (h_T, h_NT, gt_T, gt_NT, prompt_ids).
 """
 
 from __future__ import annotations

@@ -162,6 +162,8 @@ def train_policy(
     forms the identity under which a finished run is reused and a killed one resumed.
     `log_fn(step, metrics)` receives each step's metrics, plus those of `metrics_fn(texts)`.
     """
+    # Over 60 lines: cache check, resume from checkpoint, the step loop and the final save
+    # are one transaction on out_dir; keeping them together keeps the resume logic visible.
     if not prompts:
         raise ValueError("train_policy needs at least one prompt")
     out_dir = Path(out_dir)
@@ -276,6 +278,8 @@ def rloo_step(
     metrics_fn: Callable[[list[str]], dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Sample, score and take one RLOO update; returns the step's metrics."""
+    # One long function on purpose (as CleanRL's update loop): sample → score → advantages →
+    # KL → loss → step read top to bottom; split, the algorithm would hide across helpers.
     group = config.samples_per_prompt
     chosen = step_prompt_indices(len(prompts), config.prompts_per_step, step, config.seed)
     rows = [(int(p), j) for p in chosen for j in range(group)]  # row r = (prompt, sample)

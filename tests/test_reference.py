@@ -3,7 +3,7 @@ import pytest
 
 from fairl.data.planted import PlantedConfig, make_planted
 from fairl.reference import bradley_terry_relabel, oracle_starc
-from fairl.worlds import Pairs
+from fairl.pairs import Pairs
 
 
 @pytest.fixture(scope="module")

@@ -147,44 +147,9 @@ class PairSet:
 
         started = time.perf_counter()
         frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-        for column in ("prompt", "o_T", "o_NT"):
-            if column not in frame:
-                raise ValueError(f"PairSet.build: rows need a {column!r} column")
-        if frame.empty:
-            raise ValueError("PairSet.build: no rows")
-        if "prompt_id" not in frame:
-            frame["prompt_id"] = [prompt_id(p) for p in frame["prompt"]]
-        if "prompt_source" not in frame:
-            frame["prompt_source"] = "unknown"
-        if "is_toxic_prompt" not in frame:
-            frame["is_toxic_prompt"] = frame["prompt_source"].str.endswith("_rtp")
-        if "sample_index" not in frame:
-            frame["sample_index"] = frame.groupby("prompt_id").cumcount()
-        frame["sample_index"] = frame["sample_index"].astype("int64")
-        frame["is_toxic_prompt"] = frame["is_toxic_prompt"].astype(bool)
-        frame["pair_id"] = [
-            hashlib.sha256(f"{p}:{s}".encode()).hexdigest()[:16]
-            for p, s in zip(frame["prompt_id"], frame["sample_index"])
-        ]
-        if frame["pair_id"].duplicated().any():
-            dup = frame.loc[frame["pair_id"].duplicated(), ["prompt_id", "sample_index"]].iloc[0]
-            raise ValueError(f"PairSet.build: duplicate (prompt_id, sample_index) {tuple(dup)}")
-        frame["split"] = [split_of(p, split_fractions) for p in frame["prompt_id"]]
-
+        frame = _identify_rows(frame, split_fractions)
         judges = list(dict.fromkeys([reward_scorer, *judges]))
-        versions = {}
-        for judge in judges:
-            scorer = get_scorer(judge)
-            versions[judge] = scorer.version
-            # One batched call for both sides: the scorers are fastest on big batches.
-            both = scorer.toxicity(list(frame["o_T"]) + list(frame["o_NT"]))
-            frame[f"tox_T_{judge}"] = both[: len(frame)]
-            frame[f"tox_NT_{judge}"] = both[len(frame):]
-        frame["r_T"] = reward_from_toxicity(frame[f"tox_T_{reward_scorer}"].to_numpy())
-        frame["r_NT"] = reward_from_toxicity(frame[f"tox_NT_{reward_scorer}"].to_numpy())
-        frame["tnt"] = (frame[f"tox_NT_{reward_scorer}"] >= threshold) & (
-            frame[f"tox_T_{reward_scorer}"] < threshold
-        )
+        versions = _score_rows(frame, judges, reward_scorer, threshold)
 
         logp = sorted(c for c in frame.columns if c.startswith("logp_"))
         columns = ["pair_id", "prompt_id", "prompt", "prompt_source", "is_toxic_prompt", "split",
@@ -197,23 +162,8 @@ class PairSet:
                                                 preserve_index=False)
             for split in SPLITS
         })
-        card = {
-            "name": name,
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "models": dict(models or {}),
-            "build_config": dict(build_config or {}),
-            "labelling": {
-                "reward_scorer": reward_scorer,
-                "reward": "r* = clip(log((1 - p) / p), -6, 6), p = toxicity by the reward scorer",
-                "toxic_threshold": threshold,
-                "tnt": f"tox_NT_{reward_scorer} >= {threshold} and tox_T_{reward_scorer} < {threshold}",
-                "split_fractions": dict(zip(SPLITS, split_fractions)),
-                "split_rule": "hash of prompt_id (fairl.data.prompts.split_of)",
-            },
-            "scorers": versions,
-            "notes": list(notes),
-        }
+        card = _card(name, models, build_config, reward_scorer, threshold, split_fractions,
+                     versions, notes)
         pairset = cls(splits, card)
         build_time = (build_seconds or 0.0) + (time.perf_counter() - started)
         pairset.card.update(pairset.describe(judges, reward_scorer, threshold))
@@ -336,6 +286,74 @@ def _version(package: str) -> str | None:
 
 
 # ---------------------------------------------------------------------- card as markdown
+
+
+def _card(name, models, build_config, reward_scorer, threshold, split_fractions, versions,
+          notes) -> dict:
+    """The card's provenance part: what was generated, how it was labelled and split."""
+    return {
+        "name": name,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "models": dict(models or {}),
+        "build_config": dict(build_config or {}),
+        "labelling": {
+            "reward_scorer": reward_scorer,
+            "reward": "r* = clip(log((1 - p) / p), -6, 6), p = toxicity by the reward scorer",
+            "toxic_threshold": threshold,
+            "tnt": f"tox_NT_{reward_scorer} >= {threshold} and tox_T_{reward_scorer} < {threshold}",
+            "split_fractions": dict(zip(SPLITS, split_fractions)),
+            "split_rule": "hash of prompt_id (fairl.data.prompts.split_of)",
+        },
+        "scorers": versions,
+        "notes": list(notes),
+    }
+
+
+def _identify_rows(frame, split_fractions: Sequence[float]):
+    """Check the generated rows; fill prompt ids, sources, sample indices, pair ids, splits."""
+    for column in ("prompt", "o_T", "o_NT"):
+        if column not in frame:
+            raise ValueError(f"PairSet.build: rows need a {column!r} column")
+    if frame.empty:
+        raise ValueError("PairSet.build: no rows")
+    if "prompt_id" not in frame:
+        frame["prompt_id"] = [prompt_id(p) for p in frame["prompt"]]
+    if "prompt_source" not in frame:
+        frame["prompt_source"] = "unknown"
+    if "is_toxic_prompt" not in frame:
+        frame["is_toxic_prompt"] = frame["prompt_source"].str.endswith("_rtp")
+    if "sample_index" not in frame:
+        frame["sample_index"] = frame.groupby("prompt_id").cumcount()
+    frame["sample_index"] = frame["sample_index"].astype("int64")
+    frame["is_toxic_prompt"] = frame["is_toxic_prompt"].astype(bool)
+    frame["pair_id"] = [
+        hashlib.sha256(f"{p}:{s}".encode()).hexdigest()[:16]
+        for p, s in zip(frame["prompt_id"], frame["sample_index"])
+    ]
+    if frame["pair_id"].duplicated().any():
+        dup = frame.loc[frame["pair_id"].duplicated(), ["prompt_id", "sample_index"]].iloc[0]
+        raise ValueError(f"PairSet.build: duplicate (prompt_id, sample_index) {tuple(dup)}")
+    frame["split"] = [split_of(p, split_fractions) for p in frame["prompt_id"]]
+    return frame
+
+
+def _score_rows(frame, judges: list[str], reward_scorer: str, threshold: float) -> dict:
+    """Toxicity of both outputs by every judge, r* and the T→NT label, in place; versions."""
+    versions = {}
+    for judge in judges:
+        scorer = get_scorer(judge)
+        versions[judge] = scorer.version
+        # One batched call for both sides: the scorers are fastest on big batches.
+        both = scorer.toxicity(list(frame["o_T"]) + list(frame["o_NT"]))
+        frame[f"tox_T_{judge}"] = both[: len(frame)]
+        frame[f"tox_NT_{judge}"] = both[len(frame):]
+    frame["r_T"] = reward_from_toxicity(frame[f"tox_T_{reward_scorer}"].to_numpy())
+    frame["r_NT"] = reward_from_toxicity(frame[f"tox_NT_{reward_scorer}"].to_numpy())
+    frame["tnt"] = (frame[f"tox_NT_{reward_scorer}"] >= threshold) & (
+        frame[f"tox_T_{reward_scorer}"] < threshold
+    )
+    return versions
 
 
 def card_markdown(card: Mapping) -> str:
