@@ -22,6 +22,7 @@ from analysis.common import (
     fmt_mean_std,
     fmt_p,
     legend_above,
+    markdown_table,
     paired_tests,
     remove_outputs,
     save_figure,
@@ -232,8 +233,6 @@ def build(options: Options) -> Section:
 
 
 def _markdown(columns, rows) -> str:
-    from analysis.common import markdown_table
-
     return markdown_table(columns, rows)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from analysis.common import (
     COLORS,
     figure_style,
+    method_label,
     objective_label,
     remove_outputs,
     save_figure,
@@ -112,8 +113,6 @@ def build(options: Options) -> Section:
 
 
 def run_label(run: TrialRun) -> str:
-    from analysis.common import method_label
-
     return f"{method_label(run.method)} ({objective_label(run.objective)})"
 
 

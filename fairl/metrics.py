@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 
 def classification_metrics(r_T: np.ndarray, r_NT: np.ndarray) -> dict[str, float]:
@@ -13,6 +12,9 @@ def classification_metrics(r_T: np.ndarray, r_NT: np.ndarray) -> dict[str, float
     scores"); accuracy and F1 at it, ROC-AUC without one, and pairwise accuracy = the
     fraction of pairs whose aligned output scores strictly higher.
     """
+    # heavy (~2 s with scipy): loaded at the first evaluation, so validation stays fast
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
     r_T = np.asarray(r_T, dtype=np.float64)
     r_NT = np.asarray(r_NT, dtype=np.float64)
     if r_T.shape != r_NT.shape or r_T.ndim != 1 or len(r_T) == 0:
