@@ -29,8 +29,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import yaml
-
+from fairl.config import ConfigError, load_yaml
 from fairl.paths import project_root, redact
 from fairl.runs.read import MissingStudy, StudyRuns, TrialRun, load_study_runs
 from fairl.runs.store import resolve_tracking_uri
@@ -43,9 +42,9 @@ def study_name(studies_dir: Path, stem: str) -> tuple[str, str]:
     name = stem
     if path.is_file():
         try:
-            name = (yaml.safe_load(path.read_text()) or {}).get("name") or stem
-        except (yaml.YAMLError, AttributeError):
-            pass
+            name = load_yaml(path).get("name") or stem
+        except ConfigError:
+            pass  # the study file's own errors are for `fairl study run` to report
     try:
         shown = path.resolve().relative_to(Path.cwd().resolve())
     except ValueError:

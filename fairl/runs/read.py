@@ -20,9 +20,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
-import yaml
 
-from fairl.config import ConfigError
+from fairl.config import ConfigError, parse_yaml
 from fairl.paths import redact
 from fairl.runs.store import client, default_tracking_uri
 
@@ -165,8 +164,8 @@ def load_study_runs(uri: str, name: str, study_file: str) -> StudyRuns:
         finished = [run for run in finished
                     if (run.tags.get("optuna_study"), run.tags.get("optuna_storage")) == key]
         try:
-            spec = yaml.safe_load(artifact_path(uri, latest.run_id, latest.artifact_uri,
-                                                "study.yaml").read_text()) or {}
+            spec = parse_yaml(artifact_path(uri, latest.run_id, latest.artifact_uri,
+                                            "study.yaml").read_text(), "study.yaml") or {}
         except Exception:  # noqa: BLE001 (a launch without a readable study.yaml: no spec)
             spec = {}
     used = {run.tags.get("mlflow.parentRunId") for run in finished}
