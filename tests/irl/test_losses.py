@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fairl.irl import max_entropy_loss, max_margin_loss
-from fairl.irl.losses import l2_penalty
+from fairl.irl.losses import l2_penalty, l2_penalty_grad, max_entropy_grad, max_margin_grad
 
 
 def test_max_margin_loss_hand_computed():
@@ -37,3 +37,19 @@ def test_empty_sets_give_zero():
 
 def test_l2_penalty():
     assert l2_penalty(torch.tensor([3.0, 4.0]), alpha=0.1).item() == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("weight", [1.0, 7.4, 0.3])
+@pytest.mark.parametrize("loss,grad,constant", [
+    (max_margin_loss, max_margin_grad, 1.0), (max_margin_loss, max_margin_grad, 2.0),
+    (max_entropy_loss, max_entropy_grad, 1.0), (max_entropy_loss, max_entropy_grad, 0.5),
+])
+def test_hand_gradients_are_autograds_bits(loss, grad, constant, weight):
+    margins = torch.randn(1001, generator=torch.Generator().manual_seed(0)) * 3
+    margins[:3] = torch.tensor([constant, -40.0, 40.0])  # hinge corner, softplus threshold
+    leaf = margins.clone().requires_grad_()
+    (weight * loss(leaf, constant)).backward()
+    assert torch.equal(grad(margins, constant, weight), leaf.grad)
+    theta = margins[:10].clone().requires_grad_()
+    l2_penalty(theta, 0.01).backward()
+    assert torch.equal(l2_penalty_grad(margins[:10], 0.01), theta.grad)
