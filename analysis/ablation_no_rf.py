@@ -16,6 +16,7 @@ from analysis.common import (
     objective_order,
     remove_outputs,
     script_main,
+    selection_note,
     write_table,
 )
 from fairl.report import Options, Section
@@ -57,8 +58,9 @@ def variant_table(options: Options, name: str, study: str, title: str, what: str
              for objective, variant, run, reference in entries]
     columns, rows, data = comparison(shown, "objective", "variant", "standard IRL")
     seeds = max(len(run.seeds) for _, _, run, _ in entries)
-    caption = (f"{what}: held-out metrics, mean ± std over {seeds} seeds; F1 and STARC "
-               "relative to standard IRL (same objective) with paired t-test p-values.")
+    caption = (f"{selection_note(source)} {what}: held-out metrics, mean ± std over {seeds} "
+               "seeds (one run per cell: nothing selected beyond it); F1 and STARC relative to "
+               "standard IRL (same objective) with paired t-test p-values over seeds.")
     files = write_table(options.out, name, columns, rows, caption, data)
     used = [(run, f"{method_label(variant)}, {objective_label(objective)}")
             for objective, variant, run, _ in entries]
