@@ -280,17 +280,23 @@ def legend_above(fig, ax, ncol: int | None = None) -> None:
 
 # --- ablation tables -----------------------------------------------------------------------------
 
-def comparison(entries, block_name: str, row_name: str, reference_name: str):
+def comparison(entries, block_name: str, row_name: str, reference_name: str,
+               verdict_rows: dict | None = None):
     """An ablation table: every metric (mean ± std over seeds) per row, and against its reference.
 
     `entries`: (block, row label, run, reference run or None) in display order. Against the
-    reference (same block): relative change of F1 and STARC and paired tests over seeds.
-    Returns (columns, formatted rows, full-precision DataFrame).
+    reference (same block): relative change of F1 and STARC and paired tests over seeds;
+    with `verdict_rows` (bootstrap_rows of the study) also the prompt × seed bootstrap
+    interval of Δ STARC and its Holm verdict. Returns (columns, formatted rows, DataFrame).
     """
     import pandas as pd
 
     columns = [block_name, row_name] + [short for _, short, _ in METRICS] + [
         f"F1 vs {reference_name}", "p (F1)", f"STARC vs {reference_name}", "p (STARC)"]
+    by_run = {row.run_id: row for row in (verdict_rows or {}).values()
+              if row.metric == "test_starc"}
+    if verdict_rows is not None:
+        columns += ["Δ STARC 95 % CI (bootstrap)", "STARC verdict (Holm)"]
     table, records = [], []
     for block, label, run, reference in entries:
         record = {block_name: block, row_name: label, "run_id": run.run_id,
@@ -311,10 +317,23 @@ def comparison(entries, block_name: str, row_name: str, reference_name: str):
             record.update({f"{metric}_change_percent": change, f"{metric}_p_paired_t": p_t,
                            f"{metric}_p_wilcoxon": p_w})
             cells += [fmt_percent(change).replace("-", "−"), fmt_p(p_t)]
+        if verdict_rows is not None:
+            cells += _verdict_cells(record, by_run.get(run.run_id))
         record["n_seeds"] = len(run.seeds)
         table.append(cells)
         records.append(record)
     return columns, table, pd.DataFrame(records)
+
+
+def _verdict_cells(record: dict, row) -> list[str]:
+    """The bootstrap interval and verdict cells of an ablation row (– for the reference)."""
+    if row is None:
+        return ["–", "–"]
+    c = row.comparison
+    record.update({"test_starc_diff_ci_low": c.ci_low, "test_starc_diff_ci_high": c.ci_high,
+                   "test_starc_p_holm": row.p_holm, "test_starc_verdict": row.verdict,
+                   "test_starc_mde": c.mde})
+    return [fmt_interval(c.ci_low, c.ci_high, 4).replace("-", "−"), row.verdict]
 
 
 # --- running one item as a script ----------------------------------------------------------------

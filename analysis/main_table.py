@@ -111,12 +111,16 @@ def _formatted(row: dict) -> list[str]:
     return [objective_label(row["objective"]), names[row["metric"]],
             fmt_mean_std(row["standard_mean"], row["standard_std"]),
             fmt_mean_std(row["fa_irl_mean"], row["fa_irl_std"]),
-            fmt(row["difference"], 4).replace("-", "−"),
+            fmt_signed(row["difference"]),
             fmt_interval(row["diff_ci_low"], row["diff_ci_high"], 4).replace("-", "−"),
             row["interval"], fmt(row["prob_improvement"], 2) if bootstrap else "–",
             row["verdict"] or "– (seeds only)", fmt(row["mde"], 4) if bootstrap else "–",
             fmt_percent(row["relative_change_percent"]).replace("-", "−"),
             fmt_p(row["p_paired_t"])]
+
+
+def fmt_signed(value: float, digits: int = 4) -> str:
+    return "–" if not math.isfinite(value) else f"{value:+.{digits}f}".replace("-", "−")
 
 
 def reference_rows(runs: StudyRuns, objectives: list[str]) -> list[list[str]]:

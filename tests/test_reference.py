@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from fairl.data.planted import PlantedConfig, make_planted
+from fairl.pairs import Pairs
 from fairl.reference import bradley_terry_relabel, oracle_starc
-from fairl.worlds import Pairs
 
 
 @pytest.fixture(scope="module")
