@@ -20,6 +20,7 @@ from analysis.common import (
     objective_label,
     save_figure,
     script_main,
+    selection_note,
     t_interval,
 )
 from fairl.report import Options, Section
@@ -69,7 +70,7 @@ def build(options: Options) -> Section:
     legend_above(fig, np.atleast_1d(axes)[0])
     files = save_figure(fig, options.out, NAME)
     seeds = max(len(run.seeds) for _, _, run, _ in entries)
-    caption = ("Held-out F1 and STARC (lower is better) by failure source: r* disagreement, "
+    caption = (f"{selection_note(section.sources[0])} Held-out F1 and STARC (lower is better) by failure source: r* disagreement, "
                "the margin criterion, none (failure head kept), and standard IRL; large dots: mean "
                f"over {seeds} seeds, whiskers: 95 % t-interval, small dots: single seeds.")
     return Section(TITLE, [(files[0], caption)], section.tables, files + section.files,

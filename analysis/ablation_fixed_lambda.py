@@ -21,6 +21,7 @@ from analysis.common import (
     remove_outputs,
     save_figure,
     script_main,
+    selection_note,
     t_interval,
     write_table,
 )
@@ -80,7 +81,7 @@ def build(options: Options) -> Section:
     columns, rows, data = comparison(entries, "λ_0", "schedule", "decayed")
     methods = sorted({method_label(run.method) for run in found.values()})
     seeds = max(len(run.seeds) for run in found.values())
-    caption = (f"Fixed vs decayed failure-loss weight ({', '.join(methods)}, "
+    caption = (f"{selection_note(source)} Fixed vs decayed failure-loss weight ({', '.join(methods)}, "
                f"{', '.join(objective_label(o) for o in objectives)}): held-out metrics, mean ± "
                f"std over {seeds} seeds; fixed against decayed at the same λ_0 with paired "
                "t-test p-values.")
@@ -114,7 +115,7 @@ def build(options: Options) -> Section:
                                                  if several else ""))
     legend_above(fig, axes[0][0])
     figures = save_figure(fig, options.out, NAME)
-    figure_caption = (f"Held-out F1 and STARC (lower is better) against λ_0, fixed vs decayed "
+    figure_caption = (f"{selection_note(source)} Held-out F1 and STARC (lower is better) against λ_0, fixed vs decayed "
                       f"λ_t; mean over {seeds} seeds, band: 95 % t-interval.")
     used = [(run, f"λ_0 = {lambda0:g}, {kind}, {objective_label(objective)}")
             for (objective, lambda0, kind), run in found.items()]

@@ -9,6 +9,7 @@ seeds. Study: ablation_no_rf.
 from __future__ import annotations
 
 from analysis.common import (
+    bootstrap_rows,
     comparison,
     markdown_table,
     method_label,
@@ -16,6 +17,7 @@ from analysis.common import (
     objective_order,
     remove_outputs,
     script_main,
+    selection_note,
     write_table,
 )
 from fairl.report import Options, Section
@@ -55,10 +57,14 @@ def variant_table(options: Options, name: str, study: str, title: str, what: str
     remove_outputs(options.out, name)
     shown = [(objective_label(objective), method_label(variant), run, reference)
              for objective, variant, run, reference in entries]
-    columns, rows, data = comparison(shown, "objective", "variant", "standard IRL")
+    columns, rows, data = comparison(shown, "objective", "variant", "standard IRL",
+                                     bootstrap_rows(source))
     seeds = max(len(run.seeds) for _, _, run, _ in entries)
-    caption = (f"{what}: held-out metrics, mean ± std over {seeds} seeds; F1 and STARC "
-               "relative to standard IRL (same objective) with paired t-test p-values.")
+    caption = (f"{selection_note(source)} {what}: held-out metrics, mean ± std over {seeds} "
+               "seeds (one run per cell: nothing selected beyond it); F1 and STARC relative to "
+               "standard IRL (same objective) with paired t-test p-values over seeds; Δ STARC "
+               "vs standard IRL: 95 % paired prompt × seed bootstrap, verdict Holm-adjusted "
+               "across the study's comparisons.")
     files = write_table(options.out, name, columns, rows, caption, data)
     used = [(run, f"{method_label(variant)}, {objective_label(objective)}")
             for objective, variant, run, _ in entries]

@@ -83,6 +83,62 @@ def paired_tests(treated: dict[int, float], reference: dict[int, float]) -> tupl
     return p_t, p_w, len(seeds)
 
 
+def paired_t_interval(treated: dict[int, float], reference: dict[int, float],
+                      level: float = 0.95) -> tuple[float, float]:
+    """t-interval of the mean paired difference treated − reference over the common seeds
+    (optimiser and data-resampling noise only: the test pairs are held fixed)."""
+    seeds = sorted(set(treated) & set(reference))
+    return t_interval([treated[seed] - reference[seed] for seed in seeds], level)
+
+
+def bootstrap_rows(runs) -> dict[tuple[str, str, str], object]:
+    """fairl.study.verdicts.study_rows keyed by (context JSON, label, metric); a study whose
+    runs lack test prompt ids is MissingStudy with the rerun as its hint."""
+    import json
+
+    from fairl.runs.read import MissingStudy
+    from fairl.study.verdicts import NoPromptIds, study_rows
+
+    try:
+        rows = study_rows(runs)
+    except NoPromptIds as error:
+        raise MissingStudy(runs.study, runs.study_file, runs.uri, str(error), hint=(
+            f"fairl study run {runs.study_file} into a fresh tracking store and --storage (its "
+            "runs predate test_prompt_ids in rewards.npz)")) from None
+    return {(json.dumps(row.context, sort_keys=True), row.label, row.metric): row
+            for row in rows}
+
+
+def selection_note(runs) -> str:
+    """How the shown configurations were chosen, for captions (flags `select_on: test`)."""
+    spec = runs.spec or {}
+    metrics = ", ".join(str(item.get("metric")) for item in spec.get("objectives") or [])
+    if spec.get("select_on") == "test":
+        return (f"WARNING: this study selected on the TEST split (select_on: test; objectives "
+                f"{metrics}), so its test metrics are optimistic.")
+    return (f"Test metrics of configurations chosen on the validation split (objectives "
+            f"{metrics or '?'}); the test split was used for nothing else.")
+
+
+def best_trial_note(runs) -> str:
+    """The trial a selection would pick: best mean of the study's first objective (a val_*
+    metric unless the study says select_on: test), with its test metrics."""
+    objectives = (runs.spec or {}).get("objectives") or []
+    if not objectives or not runs.runs:
+        return ""
+    metric = objectives[0]["metric"]
+    lower = (objectives[0].get("direction") or
+             ("minimize" if metric.endswith("starc") else "maximize")) == "minimize"
+    scored = [run for run in runs.runs if math.isfinite(run.metrics.get(metric, math.nan))]
+    if not scored:
+        return ""
+    best = min(scored, key=lambda run: (run.metrics[metric] * (1 if lower else -1), run.trial))
+    shown = ", ".join(f"test {METRIC_NAMES[key]} {fmt(best.metrics[key])}" for key, _, _ in METRICS
+                      if key in best.metrics)
+    return (f"Selected by {metric} ({'lowest' if lower else 'highest'} mean over seeds): trial "
+            f"{best.trial} (`{best.run_id}`), {metric} {fmt(best.metrics[metric])}; {shown}.")
+
+
 def relative_change(treated: float, reference: float) -> float:
     """(treated − reference) / |reference|, in percent."""
     return 100.0 * (treated - reference) / abs(reference) if reference else math.nan
@@ -224,17 +280,23 @@ def legend_above(fig, ax, ncol: int | None = None) -> None:
 
 # --- ablation tables -----------------------------------------------------------------------------
 
-def comparison(entries, block_name: str, row_name: str, reference_name: str):
+def comparison(entries, block_name: str, row_name: str, reference_name: str,
+               verdict_rows: dict | None = None):
     """An ablation table: every metric (mean ± std over seeds) per row, and against its reference.
 
     `entries`: (block, row label, run, reference run or None) in display order. Against the
-    reference (same block): relative change of F1 and STARC and paired tests over seeds.
-    Returns (columns, formatted rows, full-precision DataFrame).
+    reference (same block): relative change of F1 and STARC and paired tests over seeds;
+    with `verdict_rows` (bootstrap_rows of the study) also the prompt × seed bootstrap
+    interval of Δ STARC and its Holm verdict. Returns (columns, formatted rows, DataFrame).
     """
     import pandas as pd
 
     columns = [block_name, row_name] + [short for _, short, _ in METRICS] + [
         f"F1 vs {reference_name}", "p (F1)", f"STARC vs {reference_name}", "p (STARC)"]
+    by_run = {row.run_id: row for row in (verdict_rows or {}).values()
+              if row.metric == "test_starc"}
+    if verdict_rows is not None:
+        columns += ["Δ STARC 95 % CI (bootstrap)", "STARC verdict (Holm)"]
     table, records = [], []
     for block, label, run, reference in entries:
         record = {block_name: block, row_name: label, "run_id": run.run_id,
@@ -255,10 +317,23 @@ def comparison(entries, block_name: str, row_name: str, reference_name: str):
             record.update({f"{metric}_change_percent": change, f"{metric}_p_paired_t": p_t,
                            f"{metric}_p_wilcoxon": p_w})
             cells += [fmt_percent(change).replace("-", "−"), fmt_p(p_t)]
+        if verdict_rows is not None:
+            cells += _verdict_cells(record, by_run.get(run.run_id))
         record["n_seeds"] = len(run.seeds)
         table.append(cells)
         records.append(record)
     return columns, table, pd.DataFrame(records)
+
+
+def _verdict_cells(record: dict, row) -> list[str]:
+    """The bootstrap interval and verdict cells of an ablation row (– for the reference)."""
+    if row is None:
+        return ["–", "–"]
+    c = row.comparison
+    record.update({"test_starc_diff_ci_low": c.ci_low, "test_starc_diff_ci_high": c.ci_high,
+                   "test_starc_p_holm": row.p_holm, "test_starc_verdict": row.verdict,
+                   "test_starc_mde": c.mde})
+    return [fmt_interval(c.ci_low, c.ci_high, 4).replace("-", "−"), row.verdict]
 
 
 # --- running one item as a script ----------------------------------------------------------------

@@ -15,7 +15,14 @@ import math
 
 import pandas as pd
 
-from analysis.common import METRIC_NAMES, figure_style, remove_outputs, save_figure, script_main
+from analysis.common import (
+    METRIC_NAMES,
+    figure_style,
+    remove_outputs,
+    save_figure,
+    script_main,
+    selection_note,
+)
 from fairl.report import Options, Section
 from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
 
@@ -136,7 +143,7 @@ def build(options: Options) -> Section:
         ax.set_title(f"{METRIC_NAMES[target]} (mean over seeds)")
     fig.tight_layout()
     files = save_figure(fig, options.out, NAME)
-    caption = (f"fANOVA importance of each searched FA-IRL hyperparameter for held-out F1 and "
+    caption = (f"{selection_note(source)} fANOVA importance of each searched FA-IRL hyperparameter for held-out F1 and "
                f"STARC over the {len(trials)} trials of the sweep (FA-IRL, both objectives).")
     used_ids = {trial.user_attrs["run_id"] for trial in trials}
     used = [(run, "sweep trial") for run in source.runs if run.run_id in used_ids]

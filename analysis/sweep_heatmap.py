@@ -15,12 +15,14 @@ import pandas as pd
 
 from analysis.common import (
     METRIC_NAMES,
+    best_trial_note,
     figure_style,
     objective_label,
     objective_order,
     remove_outputs,
     save_figure,
     script_main,
+    selection_note,
 )
 from analysis.importances import run_param
 from fairl.report import Options, Section
@@ -100,13 +102,14 @@ def build(options: Options) -> Section:
     folder.mkdir(parents=True, exist_ok=True)
     csv = folder / f"{NAME}.csv"
     pd.DataFrame(cells).to_csv(csv, index=False, lineterminator="\n")
-    caption = (f"Held-out F1 and STARC of the {len(trials)} sweep trials binned by M_fail and "
+    caption = (f"{selection_note(source)} Held-out F1 and STARC of all {len(trials)} sweep trials binned by M_fail and "
                "τ_fail (cell: mean over its trials, n = trials); under max-margin only M_fail "
                "acts, under max-entropy only τ_fail.")
     used_ids = set(trials["run_id"])
     used = [(run, f"sweep trial, {objective_label(run.objective)}") for run in source.runs
             if run.run_id in used_ids]
-    return Section(TITLE, [(files[0], caption)], [], files + [csv], used, [source])
+    return Section(TITLE, [(files[0], caption)], [], files + [csv], used, [source],
+                   notes=best_trial_note(source))
 
 
 def draw_heatmap(ax, part, objective: str, metric: str, row_labels: list[str],

@@ -2,7 +2,9 @@
 
 One run per (method, fraction); each point is the mean over seeds, the band its 95 %
 t-interval. Also writes the plotted numbers with the paired FA-IRL − standard IRL
-difference and its p-value per fraction (tables/tnt_fraction.csv). Study: tnt_fraction.
+difference and its p-value per fraction (tables/tnt_fraction.csv). STARC panels also show
+the reference lines of the launch run (fairl.study.references: the linear oracle and standard
+IRL on Bradley–Terry(r*) labels, both fitted on the full training split). Study: tnt_fraction.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from analysis.common import (
     remove_outputs,
     save_figure,
     script_main,
+    selection_note,
     t_interval,
 )
 from fairl.report import Options, Section
@@ -60,6 +63,17 @@ def points(source: StudyRuns) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def reference_lines(ax, metrics: dict[str, float], objective: str) -> None:
+    """The launch run's room-to-improve references as horizontal lines (when logged)."""
+    oracle = metrics.get("reference_oracle_test_starc")
+    bt = metrics.get(f"reference_bt_irl_{objective}_test_starc",
+                     metrics.get("reference_bt_irl_test_starc"))
+    if oracle is not None:
+        ax.axhline(oracle, color="0.3", ls="--", lw=1.2, label="linear oracle")
+    if bt is not None:
+        ax.axhline(bt, color="0.5", ls=":", lw=1.4, label="IRL on BT(r*) labels")
+
+
 def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
 
@@ -90,17 +104,21 @@ def build(options: Options) -> Section:
                 ax.plot(x, line["mean"], marker="o", color=COLORS[label], label=label, lw=1.8)
                 ax.fill_between(x, line["ci_low"], line["ci_high"], color=COLORS[label],
                                 alpha=0.2, lw=0)
+            if metric == "test_starc":
+                reference_lines(ax, source.launch_metrics, objective)
             ax.set_xlabel("T→NT pairs in the training set (%)")
             ax.set_ylabel(METRIC_AXES[metric])
             title = METRIC_NAMES[metric]
             ax.set_title(title if len(objectives) == 1 else
                          f"{title}, {objective_label(objective)}")
-    legend_above(fig, axes[0][0])
+    legend_above(fig, axes[0][-1])  # the STARC panel: it also has the reference lines
     files = save_figure(fig, options.out, NAME)
     seeds = int(data["n_seeds"].max())
-    caption = ("Held-out F1, ROC-AUC and STARC (lower is better) against the share of T→NT "
-               "pairs among the training pairs, standard IRL vs FA-IRL; mean over "
-               f"{seeds} seeds, band: 95 % t-interval.")
+    caption = (f"{selection_note(source)} Held-out F1, ROC-AUC and STARC (lower is better) "
+               "against the share of T→NT pairs among the training pairs, standard IRL vs "
+               f"FA-IRL; mean over {seeds} seeds, band: 95 % t-interval over seeds; dashed: "
+               "linear oracle STARC, dotted: standard IRL on Bradley–Terry(r*) labels (both "
+               "on the full training split).")
     used_ids = set(data["run_id"])
     used = [(run, (f"{method_label(run.method)}, T→NT {float(run.param(FRACTION)):.0%}, "
              f"{objective_label(run.objective)}")) for run in source.runs if run.run_id in used_ids]

@@ -13,6 +13,7 @@ from pydantic.dataclasses import dataclass
 
 from fairl.config import STRICT, ConfigError, build
 from fairl.data.compose import compose_pairs
+from fairl.data.resample import resample
 from fairl.irl.config import FitConfig
 from fairl.metrics import evaluate_reward
 from fairl.pairs import Pairs, World
@@ -63,28 +64,35 @@ def load_world_spec_check(spec: WorldSpec, where: str) -> None:
 
 @dataclasses.dataclass
 class Outcome:
-    """A fitted reward and its metrics on the training pairs and the held-out test pairs."""
+    """A fitted reward and its metrics on the training, validation and held-out test pairs."""
 
     world: World
-    train: Pairs  # the (possibly composed) training pairs
+    train: Pairs  # the (possibly composed and resampled) training pairs
     result: FitResult
     train_metrics: dict[str, float]
     test_metrics: dict[str, float]
+    val_metrics: dict[str, float] | None = None  # None: the world has no validation split
 
 
-def training_pairs(world: World, compose: ComposeSpec | None, seed: int) -> Pairs:
-    """The world's training pairs, composed to (n, tnt_fraction) when asked."""
-    if compose is None:
-        return world.train
-    return compose_pairs(world.train, compose.n, compose.tnt_fraction, seed=seed)
+def training_pairs(world: World, compose: ComposeSpec | None, seed: int,
+                   data_resample: str = "none") -> Pairs:
+    """The world's training pairs, composed to (n, tnt_fraction) when asked, then resampled
+    (fairl.data.resample: 'bootstrap' redraws the prompts with default_rng(seed))."""
+    train = world.train
+    if compose is not None:
+        train = compose_pairs(train, compose.n, compose.tnt_fraction, seed=seed)
+    return resample(train, data_resample, seed)
 
 
-def run_experiment(spec: WorldSpec, config: FitConfig, world: World | None = None) -> Outcome:
-    """Load (or reuse) the world, compose its training set, fit, evaluate on train and test."""
+def run_experiment(spec: WorldSpec, config: FitConfig, world: World | None = None,
+                   data_resample: str = "none") -> Outcome:
+    """Load (or reuse) the world, compose its training set, fit, evaluate on every split."""
     from fairl.irl.fit import fit  # heavy: torch; validation above never needs it
 
     world = world or load_world(spec.name, spec.options)
-    train = training_pairs(world, spec.compose, config.seed)
+    train = training_pairs(world, spec.compose, config.seed, data_resample)
     result = fit(train.h_T, train.h_NT, config, train.gt_T, train.gt_NT)
+    validation = None if world.validation is None else evaluate_reward(result.reward,
+                                                                        world.validation)
     return Outcome(world, train, result, evaluate_reward(result.reward, train),
-                   evaluate_reward(result.reward, world.test))
+                   evaluate_reward(result.reward, world.test), validation)

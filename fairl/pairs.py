@@ -51,10 +51,12 @@ class Pairs:
 
 @dataclass(frozen=True)
 class World:
-    """Train and held-out test pairs of one named world, with its content hash."""
+    """Train, validation (for model selection; may be absent) and held-out test pairs of one
+    named world, with its content hash."""
 
     name: str
     train: Pairs
     test: Pairs
     dataset_hash: str
     info: dict = dataclasses.field(default_factory=dict)
+    validation: Pairs | None = None  # studies select on it; the test split only reports

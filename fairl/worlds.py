@@ -33,6 +33,8 @@ class PairSetWorldOptions:
     train_splits: list[str] = Field(default_factory=lambda: ["train"],
                                     description="splits the reward is fitted on")
     test_split: str = Field("test", description="held-out split the metrics are reported on")
+    validation_split: str | None = Field(
+        "validation", description="split studies select configurations on (null: none)")
 
 
 def _pairset_world_options(options: dict, where: str, default_path: bool):
@@ -51,8 +53,16 @@ def _text_world(options: dict, default_path: bool) -> World:
 
     values, path = _pairset_world_options(options, "world.options", default_path)
     pairset = PairSet.load(path)
+    splits = [*values.train_splits, values.test_split]
+    if values.validation_split is not None:
+        if values.validation_split in splits:
+            raise ConfigError(f"world.options.validation_split: {values.validation_split!r} "
+                              "is also a train or test split")
+        if values.validation_split not in pairset.splits:
+            raise ConfigError(f"world.options.validation_split: the PairSet at {path} has no "
+                              f"split {values.validation_split!r} (null: no validation)")
     return to_world(pairset, values.encoder, train_splits=tuple(values.train_splits),
-                    test_split=values.test_split)
+                    test_split=values.test_split, validation_split=values.validation_split)
 
 
 # name -> (loader(options) -> World, checker(options, where) raising ConfigError)

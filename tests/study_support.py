@@ -58,7 +58,7 @@ def write_study(directory: Path, name: str, **fields) -> Path:
         "search": {"objective": ["max_margin", "max_entropy"]},
         "sampler": {"type": "grid"},
         "seeds": [0],
-        "objectives": [{"metric": "test_f1"}],
+        "objectives": [{"metric": "val_f1"}],
     }
     for key, value in fields.items():
         if value is None:

@@ -27,11 +27,12 @@ from fairl.study.runner import run_study
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = {"name": "planted", "options": {"n_train": 300, "n_test": 200, "d": 8,
                                         "near_tie_frac": 0.3, "hard_frac": 0.3,
-                                        "label_noise": 0.05, "seed": 0}}
+                                        "label_noise": 0.05, "seed": 0,
+                                        "max_pairs_per_prompt": 4}}  # prompts of 2-4 pairs
 METHODS = {"standard_irl": {"failure_mode": "none", "dual_path": False},
            "fa_irl": {"failure_mode": "margin", "dual_path": True}}
 COMMON = {"world": WORLD, "fit": {"rounds": 15}, "seeds": [0, 1, 2],
-          "objectives": [{"metric": "test_f1"}], "sampler": {"type": "grid"}, "top_failures": 5}
+          "objectives": [{"metric": "val_f1"}], "sampler": {"type": "grid"}, "top_failures": 5}
 # The paper's studies, shrunk (same names, so the report finds them): seconds, not minutes.
 STUDIES = {
     "main_table": {**COMMON, "variants": METHODS,
@@ -160,6 +161,21 @@ def test_main_table_equals_search_runs(built):
         assert math.isclose(row["relative_change_percent"],
                             100 * (row["fa_irl_mean"] - row["standard_mean"])
                             / abs(row["standard_mean"]), rel_tol=1e-12)
+        # the new columns: an interval of Δ per row, a bootstrap with verdict where supported
+        assert row["diff_ci_low"] <= row["diff_ci_high"]
+        if metric in ("test_starc", "test_pairwise_accuracy"):
+            assert row["interval"] == "prompt×seed bootstrap" and row["n_boot"] == 5000
+            assert row["verdict"] in ("better", "worse", "no detectable difference")
+            assert 0 <= row["prob_improvement"] <= 1 and row["mde"] > 0
+            assert row["p_holm"] >= row["p_bootstrap"]
+        else:
+            assert row["interval"] == "seeds only (paired t)" and not isinstance(row["verdict"], str)
+    header = markdown.splitlines()[2]
+    for column in ("standard IRL", "FA-IRL", "95 % CI of Δ", "P(FA better)", "verdict (Holm)",
+                   "MDE"):
+        assert column in header
+    assert "validation split" in markdown.splitlines()[0]  # how the configurations were chosen
+    assert "| reference | STARC | linear oracle" in markdown
 
 
 def test_logged_test_rewards_reproduce_the_logged_auc(built):
@@ -279,3 +295,88 @@ def test_failure_inspection_shows_texts(tmp_path, tmp_path_factory):
     assert "x" * 159 + "…" in table and "x" * 161 not in table
     lines = [line for line in table.splitlines() if line.startswith("| 0 |")]
     assert lines[0] == r"| 0 | 1 | 9 | -0.400 | 0.200 | 0.600 | r\* prefers base | no | Say | fine | hm |"
+
+
+def _independent_starc_interval(data_a, data_b, seeds, n_boot=5000, seed=0, level=0.95):
+    """A plain loop over bootstrap replicates with fairl.metrics.starc on explicitly resampled
+    test pairs (each drawn copy of a prompt its own group), the seed scheme of fairl.stats:
+    default_rng(seed) draws the (B, P) prompt indices, then the (B, S) seed indices."""
+    from fairl.metrics import starc
+
+    prompts, codes = np.unique(data_a["test_prompt_ids"], return_inverse=True)
+    rows = [np.flatnonzero(codes == p) for p in range(len(prompts))]
+    rng = np.random.default_rng(seed)
+    prompt_draws = rng.integers(0, len(prompts), (n_boot, len(prompts)))
+    seed_draws = rng.integers(0, len(seeds), (n_boot, len(seeds)))
+    gt_T, gt_NT = data_a["test_gt_T"].astype(float), data_a["test_gt_NT"].astype(float)
+    differences = []
+    for drawn_prompts, drawn_seeds in zip(prompt_draws, seed_draws):
+        index = np.concatenate([rows[p] for p in drawn_prompts])
+        copy = np.concatenate([np.full(len(rows[p]), j) for j, p in enumerate(drawn_prompts)])
+        groups, truth = np.r_[copy, copy], np.r_[gt_T[index], gt_NT[index]]
+        value = [np.mean([starc(np.r_[data[f"seed{seeds[s]}/test_R_T"][index],
+                                      data[f"seed{seeds[s]}/test_R_NT"][index]].astype(float),
+                                truth, groups) for s in drawn_seeds])
+                 for data in (data_a, data_b)]
+        differences.append(value[0] - value[1])
+    return tuple(np.quantile(differences, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def test_main_table_starc_interval_equals_an_independent_prompt_bootstrap(built):
+    """The table's 95 % interval of Δ STARC agrees with a plain-loop prompt × seed bootstrap
+    of the same rewards.npz to 0.0005 at each end, and with the launch run's metrics."""
+    from fairl.runs.read import load_study_runs
+
+    source = load_study_runs(built["uri"], "main_table", "studies/main_table.yaml")
+    table = pd.read_csv(built["out"] / "tables" / "main_table.csv")
+    starc_rows = table[table["metric"] == "test_starc"]
+    assert len(starc_rows) == 2
+    runs = {run.run_id: run for run in source.runs}
+    for row in starc_rows.to_dict("records"):
+        fa, standard = runs[row["fa_irl_run_id"]], runs[row["standard_run_id"]]
+        with np.load(source.artifact(fa, "rewards.npz")) as a, \
+                np.load(source.artifact(standard, "rewards.npz")) as b:
+            assert np.array_equal(a["test_prompt_ids"], b["test_prompt_ids"])
+            assert len(np.unique(a["test_prompt_ids"])) < len(a["test_prompt_ids"])  # clusters
+            low, high = _independent_starc_interval(dict(a), dict(b), fa.seeds)
+        assert abs(row["diff_ci_low"] - low) < 5e-4 and abs(row["diff_ci_high"] - high) < 5e-4
+        key = (f"verdict/fa_irl vs standard_irl/objective:{row['objective']}/test_starc")
+        assert source.launch_metrics[f"{key}/ci_low"] == pytest.approx(row["diff_ci_low"])
+        assert source.launch_metrics[f"{key}/p_holm"] == pytest.approx(row["p_holm"])
+    oracle = source.launch_metrics["reference_oracle_test_starc"]
+    assert table["reference_oracle_test_starc"].eq(oracle).all() and 0 < oracle < 1
+
+
+def test_runs_without_test_prompt_ids_name_the_rerun(tmp_path, monkeypatch):
+    """Runs logged before rewards.npz held test_prompt_ids: the item says what to rerun."""
+    import io
+
+    from analysis.common import bootstrap_rows
+    from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
+
+    arrays = {"seed0/test_R_T": np.ones(4), "seed0/test_R_NT": np.zeros(4),
+              "test_gt_T": np.ones(4), "test_gt_NT": np.zeros(4)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    (tmp_path / "rewards.npz").write_bytes(buffer.getvalue())
+
+    def run(run_id, method):
+        return TrialRun(run_id, run_id, 0, 0, {"fit.objective": "max_margin", "variant": method},
+                        {}, {"method": method, "seed": "0"}, "", "1")
+
+    source = StudyRuns("main_table", "studies/main_table.yaml", "sqlite:///x", "1", [],
+                       [run("a", "standard_irl"), run("b", "fa_irl")],
+                       {"variants": {"standard_irl": {}, "fa_irl": {}}})
+    monkeypatch.setattr(StudyRuns, "artifact", lambda self, run, path: tmp_path / path)
+    with pytest.raises(MissingStudy, match="test_prompt_ids") as missing:
+        bootstrap_rows(source)
+    assert missing.value.command.startswith("fairl study run studies/main_table.yaml")
+
+
+def test_ablation_table_judges_starc_against_standard_irl_with_the_bootstrap(built):
+    table = pd.read_csv(built["out"] / "tables" / "ablation_no_rf.csv")
+    judged = table[table["run_id"] != table["reference_run_id"]]
+    assert len(judged) == 2  # fa_irl and failure_reweight_no_rf vs standard IRL, max-margin
+    assert set(judged["test_starc_verdict"]) <= {"better", "worse", "no detectable difference"}
+    assert (judged["test_starc_diff_ci_low"] <= judged["test_starc_diff_ci_high"]).all()
+    assert "Δ STARC 95 % CI (bootstrap)" in (built["out"] / "tables" / "ablation_no_rf.md").read_text()

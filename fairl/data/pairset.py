@@ -461,17 +461,23 @@ def to_pairs(ds_split, encoder="minilm", **encode_options):
 
 def to_world(pairset: PairSet, encoder="minilm", *, name: str | None = None,
              train_splits: Sequence[str] = ("train",), test_split: str = "test",
-             **encode_options):
-    """A `fairl.pairs.World` from a PairSet: train = `train_splits` joined, test = `test_split`."""
+             validation_split: str | None = "validation", **encode_options):
+    """A `fairl.pairs.World` from a PairSet: train = `train_splits` joined, test = `test_split`,
+    validation = `validation_split` (None, or a split the PairSet lacks: no validation)."""
     import datasets
 
     train = datasets.concatenate_datasets([pairset[s] for s in train_splits])
     encoder_name = encoder if isinstance(encoder, str) else encoder.name
+    validation = None
+    if validation_split is not None and validation_split in pairset.splits:
+        validation = to_pairs(pairset[validation_split], encoder, **encode_options)
     return World(
         name=name or pairset.card.get("name", "pairs"),
         train=to_pairs(train, encoder, **encode_options),
         test=to_pairs(pairset[test_split], encoder, **encode_options),
+        validation=validation,
         dataset_hash=pairset.content_hash,
         info={"encoder": encoder_name, "train_splits": list(train_splits),
-              "test_split": test_split, "card": pairset.card},
+              "test_split": test_split, "validation_split": validation_split,
+              "card": pairset.card},
     )

@@ -82,6 +82,8 @@ class StudyRuns:
     launches: list[str]  # launch (parent) run ids the runs belong to
     runs: list[TrialRun]
     spec: dict[str, Any]  # the study file as the latest launch logged it (study.yaml)
+    # metrics of that launch run: verdicts and reference_* (fairl.study.runner.conclude)
+    launch_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def artifact(self, run: TrialRun, path: str) -> Path:
         """Local path of artifact `path` of `run` (downloaded once if the store is remote)."""
@@ -158,8 +160,10 @@ def load_study_runs(uri: str, name: str, study_file: str) -> StudyRuns:
         uri, experiment.experiment_id, "tags.kind = 'launch'") if run.info.run_id in parents),
         key=lambda launch: (launch.start_time, launch.run_id))
     spec: dict[str, Any] = {}
+    launch_metrics: dict[str, float] = {}
     if launches:
         latest = launches[-1]
+        launch_metrics = latest.metrics
         key = (latest.tags.get("optuna_study"), latest.tags.get("optuna_storage"))
         finished = [run for run in finished
                     if (run.tags.get("optuna_study"), run.tags.get("optuna_storage")) == key]
@@ -173,7 +177,7 @@ def load_study_runs(uri: str, name: str, study_file: str) -> StudyRuns:
     return StudyRuns(study=name, study_file=study_file, uri=uri,
                      experiment_id=experiment.experiment_id,
                      launches=[launch.run_id for launch in launches if launch.run_id in used],
-                     runs=finished, spec=spec)
+                     runs=finished, spec=spec, launch_metrics=launch_metrics)
 
 
 def load_run(uri: str, run_id: str) -> StudyRuns:

@@ -4,7 +4,7 @@ Run layout. One experiment per study. Each `fairl study run` launch is a parent 
 (tag kind=launch); each Optuna trial is one child run under it (kind=trial) holding the
 whole configuration evaluated on every seed of the study:
 * params: the resolved configuration (world.*, fit.* without the seed, seeds, variant);
-* metrics: final train_/test_ accuracy, f1, roc_auc, pairwise_accuracy, starc as the mean
+* metrics: final train_/val_/test_ accuracy, f1, roc_auc, pairwise_accuracy, starc as the mean
   over seeds, `<metric>_std` over seeds, and each seed's value as `seed_<s>/<metric>`;
   per-round curves `curve/<name>` (loss terms, n_failures = |F_t|, n_sampled = |S_t|, gamma,
   lam, p, margins) with step = round, averaged over seeds;
@@ -41,6 +41,8 @@ from fairl.runs.store import client, experiment_id, resolve_tracking_uri
 
 # Metrics every fit is judged on (fairl.metrics.evaluate_reward), in table order.
 FINAL_METRICS = ("accuracy", "f1", "roc_auc", "pairwise_accuracy", "starc")
+# The splits every trial is scored on, as metric prefixes (val: the world's validation split).
+SPLITS = ("test", "val", "train")
 # Per-round history keys logged as curves (fairl.irl.fit history records).
 CURVES = ("loss", "loss_base", "loss_fail", "loss_l2", "n_failures", "n_sampled", "gamma", "lam",
           "p", "margin_mean", "margin_min", "train_pairwise_accuracy")

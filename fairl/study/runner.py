@@ -41,8 +41,10 @@ from fairl.experiment import run_experiment
 from fairl.paths import redact
 from fairl.runs import write as runs
 from fairl.runs.provenance import environment_tags, worker_identity
+from fairl.runs.read import MissingStudy, load_study_runs
 from fairl.runs.reap import reap_runs
 from fairl.runs.store import experiment_id, resolve_tracking_uri
+from fairl.study.references import reference_metrics
 from fairl.study.spec import Study, TrialConfig, load_study, resolve, suggest
 from fairl.study.storage import (
     StudyLock,
@@ -53,6 +55,7 @@ from fairl.study.storage import (
     resolve_storage,
     tally,
 )
+from fairl.study.verdicts import row_metrics, study_rows, verdicts_json
 from fairl.worlds import load_world
 
 
@@ -131,9 +134,30 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
         summary = {"trials_complete": counts.complete, "trials_failed": counts.failed,
                    "trials_requeued": counts.requeued}
         summary.update(_best_values(study_obj, study.spec.metrics))
+        if status != runs.KILLED:
+            messages += conclude(study, uri, launch_run)
         runs.log_run(uri, launch_run, metrics=summary)
         runs.end_run(uri, launch_run, status)
     return LaunchReport(study.name, target, counts, launch_run, experiment, status, messages)
+
+
+def conclude(study: Study, uri: str, launch_run: str) -> list[str]:
+    """The launch run's verdicts (fairl.study.verdicts) and references; problems as messages."""
+    messages, references, rows = [], {}, []
+    try:
+        references = reference_metrics(study.spec)
+    except Exception as error:  # noqa: BLE001 (the trials are logged; report, do not fail)
+        messages.append(f"reference metrics not computed: {runs.error_line(error)}")
+    try:
+        source = load_study_runs.__wrapped__(uri, study.name, study.path)  # not the cache
+        rows = study_rows(source)
+    except MissingStudy:
+        pass  # no finished trial: nothing to compare
+    except Exception as error:  # noqa: BLE001
+        messages.append(f"verdicts not computed: {runs.error_line(error)}")
+    runs.log_run(uri, launch_run, metrics={**references, **row_metrics(rows)})
+    runs.log_text(uri, launch_run, verdicts_json(rows, references), "verdicts.json")
+    return messages
 
 
 def _check_launch(study: Study, trials: int | None, workers: int) -> int:
@@ -273,7 +297,8 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         trial.set_user_attr("config_id", config.config_id)
         metrics, curves, artifacts, world = evaluate(config, spec.top_failures,
                                                      spec.curve_points)
-        values = [metrics[metric] for metric in spec.metrics]
+        values = [_objective_value(metrics, metric, spec.world["name"])
+                  for metric in spec.metrics]
         bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
@@ -290,6 +315,14 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
     return values[0] if len(values) == 1 else values
 
 
+def _objective_value(metrics: dict[str, float], metric: str, world: str) -> float:
+    """The trial's mean of an objective metric; a val_* metric needs a validation split."""
+    if metric not in metrics:
+        raise ConfigError(f"objective {metric}: world {world!r} has no validation split (set "
+                          "world.options.validation_split) or no r* (STARC)")
+    return metrics[metric]
+
+
 def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | None = None):
     """Fit the configuration on every seed; returns (metrics, curves, artifacts, world)."""
     world = load_world(config.world.name, config.world.options)
@@ -297,8 +330,10 @@ def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | No
     histories, failures, results = {}, {}, {}
     for seed in config.seeds:
         start = time.perf_counter()
-        outcome = run_experiment(config.world, config.for_seed(seed), world)
+        outcome = run_experiment(config.world, config.for_seed(seed), world,
+                                 config.data_resample)
         per_seed[seed] = {**{f"train_{k}": v for k, v in outcome.train_metrics.items()},
+                          **{f"val_{k}": v for k, v in (outcome.val_metrics or {}).items()},
                           **{f"test_{k}": v for k, v in outcome.test_metrics.items()},
                           "fit_seconds": time.perf_counter() - start}
         histories[seed] = outcome.result.history

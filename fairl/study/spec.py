@@ -17,12 +17,16 @@ trial or run is created; every error names the file and the field. Example:
     sampler: {type: tpe, seed: 0}             # tpe | random | grid (lists only)
     trials: 20                                # grid: defaults to the grid size
     seeds: [0, 1, 2]
-    objectives: [{metric: test_f1, direction: maximize}]
-    ablation: none
+    objectives: [{metric: val_f1, direction: maximize}]
+    select_on: validation                     # default; `test` allows test_* objectives
+    data_resample: none                       # or bootstrap: seed s also resamples the
+    ablation: none                            #   training prompts (fairl.data.resample)
     tags: {paper: table 1}
 
 A trial is one configuration evaluated on every seed of `seeds` (`resolve` gives its
-`TrialConfig`); its Optuna value is the mean over seeds of each objective metric.
+`TrialConfig`); its Optuna value is the mean over seeds of each objective metric. Every
+trial logs train_, val_ and test_ metrics; a study selects on the validation split (val_*
+objectives) unless it says `select_on: test`, so the test split only reports.
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from fairl.config import STRICT, ConfigError, build, describe_validation_error, load_yaml
+from fairl.data.resample import RESAMPLES
 from fairl.experiment import WorldSpec, load_world_spec_check
 from fairl.irl.config import FitConfig
-from fairl.runs.write import FINAL_METRICS
+from fairl.runs.write import FINAL_METRICS, SPLITS
 
-METRICS = tuple(f"{split}_{name}" for split in ("test", "train") for name in FINAL_METRICS)
+METRICS = tuple(f"{split}_{name}" for split in SPLITS for name in FINAL_METRICS)
 Scalar = str | bool | int | float | None
 
 
@@ -119,7 +124,8 @@ class SamplerSpec:
 class ObjectiveSpec:
     """A metric the study optimises, averaged over seeds."""
 
-    metric: Literal[METRICS] = Field(description="train_/test_ + accuracy, f1, roc_auc, ...")
+    metric: Literal[METRICS] = Field(
+        description="train_/val_/test_ + accuracy, f1, roc_auc, ...; test_ needs select_on: test")
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="default: minimize starc, maximize the others")
 
@@ -152,6 +158,12 @@ class StudySpec:
     curve_points: int | None = Field(
         None, ge=1, description="cap on logged rounds per curve (None: every round); "
                                 "history.csv always has every round")
+    select_on: Literal["validation", "test"] = Field(
+        "validation", description="the split objectives select on; `test` (flagged in the "
+                                  "report) is needed for a test_* objective")
+    data_resample: Literal[RESAMPLES] = Field(
+        "none", description="bootstrap: seed s also resamples the training prompts with "
+                            "default_rng(s), so seeds replicate the data too")
 
     @field_validator("search", mode="before")
     @classmethod
@@ -220,6 +232,8 @@ class Study:
         """Hash of what defines the study's configurations (not its trial count or tags)."""
         keep = {key: self.raw.get(key) for key in
                 ("world", "fit", "variants", "search", "sampler", "seeds", "objectives")}
+        if "data_resample" in self.raw:  # absent: the fingerprint of older study files
+            keep["data_resample"] = self.raw["data_resample"]
         text = json.dumps(keep, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -256,6 +270,12 @@ FIT_FIELDS = frozenset(field.name for field in dataclasses.fields(FitConfig)) - 
 
 def _check_study(spec: StudySpec) -> dict[str, Any]:
     """Cross-field checks pydantic cannot see; returns the search space incl. `variant`."""
+    for index, objective in enumerate(spec.objectives):
+        if objective.metric.startswith("test_") and spec.select_on != "test":
+            raise ConfigError(
+                f"objectives.{index}.metric: {objective.metric} selects configurations on the "
+                f"test split; optimise val_{objective.metric.removeprefix('test_')} (the "
+                "validation split), or say `select_on: test` to do it knowingly")
     world = build(WorldSpec, spec.world, "world")
     load_world_spec_check(world, "world")
     spec.world = dataclasses.asdict(world)  # with defaults filled in
@@ -350,6 +370,7 @@ class TrialConfig:
     world: WorldSpec
     fit: FitConfig  # its seed is a placeholder: `for_seed` sets each seed's
     seeds: list[int]
+    data_resample: str = "none"  # fairl.data.resample, applied per seed
 
     @property
     def fit_values(self) -> dict[str, Any]:
@@ -365,8 +386,10 @@ class TrialConfig:
     @property
     def config_id(self) -> str:
         """Hash of the configuration without seeds: equal configurations, equal ids."""
-        text = json.dumps({"world": self.world_values, "fit": self.fit_values}, sort_keys=True,
-                          default=str)
+        values = {"world": self.world_values, "fit": self.fit_values}
+        if self.data_resample != "none":  # kept out otherwise: earlier ids stay the same
+            values["data_resample"] = self.data_resample
+        text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def for_seed(self, seed: int) -> FitConfig:
@@ -374,7 +397,7 @@ class TrialConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "seeds": self.seeds, "world": self.world_values,
-                "fit": self.fit_values}
+                "fit": self.fit_values, "data_resample": self.data_resample}
 
 
 def resolve(spec: StudySpec, params: dict[str, Any], base_only: bool = False) -> TrialConfig:
@@ -395,7 +418,7 @@ def resolve(spec: StudySpec, params: dict[str, Any], base_only: bool = False) ->
     world_spec = build(WorldSpec, world, "world")
     if any(key.startswith("world.") for key in params):
         load_world_spec_check(world_spec, "world")
-    return TrialConfig(variant, world_spec, fit, list(spec.seeds))
+    return TrialConfig(variant, world_spec, fit, list(spec.seeds), spec.data_resample)
 
 
 def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:

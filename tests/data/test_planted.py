@@ -38,3 +38,47 @@ def test_tnt_labels_cross_the_toxicity_threshold():
     tnt = world.train.tnt
     assert 0.1 < tnt.mean() < 0.9
     assert np.all(world.train.gt_NT[tnt] < 0) and np.all(world.train.gt_T[tnt] >= 0)
+
+
+def _train_test_digest(world) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for pairs in (world.train, world.test):
+        for array in (pairs.h_T, pairs.h_NT, pairs.gt_T, pairs.gt_NT, pairs.tnt):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:32]
+
+
+# sha256 of the train and test arrays as make_planted drew them before the validation split
+# and prompt groups existed (computed with that version, commit 2c13d9f).
+BEFORE_VALIDATION = [
+    ({"n_train": 300, "n_test": 200, "d": 8, "near_tie_frac": 0.3, "hard_frac": 0.3,
+      "label_noise": 0.05, "seed": 0}, "789cbbb18260179d374eda67175ec929"),
+    ({"n_train": 500, "n_test": 100, "d": 16, "seed": 3}, "b5721ddca61fae5bb1f3befa23dc24f8"),
+]
+
+
+def test_validation_and_prompt_groups_leave_train_and_test_bit_identical():
+    for options, expected in BEFORE_VALIDATION:
+        for extra in ({}, {"n_val": 50}, {"max_pairs_per_prompt": 4},
+                      {"n_val": 1000, "max_pairs_per_prompt": 3}):
+            world = make_planted(PlantedConfig(**options, **extra))
+            assert _train_test_digest(world) == expected, extra
+            assert len(world.validation) == extra.get("n_val", options["n_test"])
+            assert np.all(world.validation.gt_T >= world.validation.gt_NT)  # never noised
+            assert not np.array_equal(world.validation.h_T[:10], world.test.h_T[:10])
+
+
+def test_prompt_groups_hold_two_to_k_pairs_and_no_prompt_is_in_two_splits():
+    world = make_planted(PlantedConfig(n_train=400, n_test=200, n_val=100, d=4,
+                                       max_pairs_per_prompt=4))
+    seen = set()
+    for pairs in (world.train, world.test, world.validation):
+        ids, sizes = np.unique(pairs.prompt_ids, return_counts=True)
+        assert np.all(np.diff(pairs.prompt_ids) >= 0)  # consecutive runs
+        assert sizes[:-1].min() >= 2 and sizes.max() <= 4  # the last run may be cut short
+        assert not seen & set(ids.tolist())
+        seen |= set(ids.tolist())
+    plain = make_planted(PlantedConfig(n_train=400, n_test=200, d=4))
+    assert np.array_equal(plain.test.prompt_ids, np.arange(200))  # default: one pair each

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -64,6 +65,30 @@ def test_every_study_file_validates():
     assert required <= set(names)
     for study in names.values():
         assert study.trials >= 1 and study.spec.seeds and study.spec.objectives
+
+
+def test_every_study_file_selects_on_validation_or_says_select_on_test():
+    """No study in studies/ optimises a test metric unless it says `select_on: test`."""
+    for path in sorted(STUDIES.glob("*.yaml")):
+        study = load_study(path)
+        for metric in study.spec.metrics:
+            assert not metric.startswith("test_") or study.spec.select_on == "test", \
+                f"{path.name}: objective {metric} selects on the test split"
+    for name in ("main_table", "ablation_no_rf", "ablation_fixed_lambda",
+                 "ablation_failure_source"):
+        assert load_study(STUDIES / f"{name}.yaml").spec.data_resample == "bootstrap", name
+
+
+def test_a_test_objective_needs_select_on_test(tmp_path):
+    path = write_study(tmp_path, "peeks", objectives=[{"metric": "val_f1"},
+                                                      {"metric": "test_starc"}])
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: objectives\.1\.metric: "
+                                          "test_starc selects configurations on the test split"):
+        load_study(path)
+    allowed = load_study(write_study(tmp_path, "knowingly", objectives=[{"metric": "test_f1"}],
+                                     select_on="test"))
+    assert allowed.spec.select_on == "test" and allowed.spec.metrics == ["test_f1"]
+    assert load_study(write_study(tmp_path, "default")).spec.select_on == "validation"
 
 
 def test_paper_studies_cover_what_the_paper_needs():
@@ -121,6 +146,10 @@ MALFORMED = [
     ("duplicate seeds", {"seeds": [0, 0]}, "seeds"),
     ("unknown sampler", {"sampler": {"type": "bayes"}}, "sampler.type"),
     ("unknown metric", {"objectives": [{"metric": "test_accuracyy"}]}, "objectives.0.metric"),
+    ("test objective without select_on", {"objectives": [{"metric": "test_f1"}]},
+     "objectives.0.metric"),
+    ("unknown select_on", {"select_on": "train"}, "select_on"),
+    ("unknown data_resample", {"data_resample": "jackknife"}, "data_resample"),
     ("bad direction", {"objectives": [{"metric": "test_f1", "direction": "up"}]},
      "objectives.0.direction"),
     ("missing objectives", {"objectives": None}, "objectives"),
@@ -191,11 +220,11 @@ def test_smoke_study_end_to_end(store):
         run = by_id[trial.user_attrs["mlflow_run_id"]]
         assert run.data.tags["trial_number"] == str(trial.number)
         assert run.data.tags["config_id"] == trial.user_attrs["config_id"]
-        assert trial.values[0] == pytest.approx(run.data.metrics["test_f1"])
+        assert trial.values[0] == pytest.approx(run.data.metrics["val_f1"])  # selects on val
     for run in finished:
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
         assert {"fit.lr", "fit.lambda0", "fit.objective", "world.name", "seeds", "variant"} <= set(params)
-        for split in ("train", "test"):
+        for split in ("train", "val", "test"):
             for metric in write.FINAL_METRICS:
                 assert f"{split}_{metric}" in metrics and f"seed_1/{split}_{metric}" in metrics
         for curve in ("loss", "loss_base", "loss_fail", "loss_l2", "n_failures", "n_sampled",
@@ -213,6 +242,14 @@ def test_smoke_study_end_to_end(store):
         assert config["fit"]["lr"] == pytest.approx(float(params["fit.lr"]))
     launches = [run for run in runs_of(uri, "smoke") if run.data.tags.get("kind") == "launch"]
     assert len(launches) == 1 and launches[0].info.status == write.FINISHED
+    launch = launches[0]
+    assert 0 < launch.data.metrics["reference_oracle_test_starc"] < 1
+    assert 0 < launch.data.metrics["reference_bt_irl_test_starc"] < 1
+    verdicts = json.loads(Path(client.download_artifacts(launch.info.run_id, "verdicts.json"))
+                          .read_text())
+    assert verdicts["rows"] == []  # random search over lr: no two runs share a context
+    assert verdicts["references"]["reference_oracle_test_starc"] == pytest.approx(
+        launch.data.metrics["reference_oracle_test_starc"])
     assert all(run.data.tags["mlflow.parentRunId"] == launches[0].info.run_id for run in finished)
     assert "smoke: 4/4 done" in study_status("smoke")
 
@@ -431,3 +468,31 @@ def postgres():
 @pytest.mark.slow
 def test_two_worker_processes_on_postgresql(store, tmp_path, postgres):
     check_two_workers(slow_grid(tmp_path, "twopostgres"), postgres)
+
+
+def test_data_resample_bootstrap_redraws_training_prompts_per_seed(store, tmp_path):
+    """data_resample: bootstrap changes each seed's training set (and the config id), keyed
+    by the seed; the test split is untouched."""
+    from fairl.experiment import WorldSpec, run_experiment
+    from fairl.irl.config import FitConfig
+    from fairl.study.spec import resolve
+
+    world = WorldSpec("planted", {"n_train": 200, "n_test": 100, "d": 4,
+                                  "max_pairs_per_prompt": 3})
+    fit = FitConfig(rounds=3, seed=1)
+    plain = run_experiment(world, fit)
+    a, b = (run_experiment(world, fit, data_resample="bootstrap") for _ in range(2))
+    other = run_experiment(world, FitConfig(rounds=3, seed=2), data_resample="bootstrap")
+    assert np.array_equal(a.train.h_T, b.train.h_T)
+    assert not np.array_equal(a.train.h_T, plain.train.h_T)
+    assert not np.array_equal(a.train.prompt_ids, other.train.prompt_ids)
+    ids = plain.train.prompt_ids
+    for prompt in np.unique(a.train.prompt_ids):  # a drawn prompt carries all its pairs
+        assert np.sum(a.train.prompt_ids == prompt) % np.sum(ids == prompt) == 0
+    assert a.test_metrics != plain.test_metrics and a.val_metrics is not None
+    study = load_study(write_study(tmp_path, "resampled", data_resample="bootstrap"))
+    config = resolve(study.spec, {"variant": "fa_irl", "objective": "max_margin"})
+    assert config.data_resample == "bootstrap" and config.as_dict()["data_resample"] == "bootstrap"
+    plain_config = resolve(load_study(write_study(tmp_path, "plain")).spec,
+                           {"variant": "fa_irl", "objective": "max_margin"})
+    assert config.config_id != plain_config.config_id
