@@ -291,6 +291,8 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
     reach the host once, at the end; so does divergence: a NaN or inf loss is detected
     then, and FitDiverged names its first round (a diverged fit runs to the end first).
     """
+    # Over 60 lines on purpose: FA-IRL's whole loop (schedules, failures F_t, the sample S_t,
+    # one step, the history) reads top to bottom here, as DESIGN.md and the paper state it.
     diffs, gt_margins = _difference_matrix(h_T, h_NT, gt_T, gt_NT, config)
     device = torch.device(config.device)
     diffs = diffs.to(device)
