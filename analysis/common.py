@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from fairl.runs.read import MissingStudy
+from fairl.study.verdicts import NoPromptIds, study_rows
 
 # --- names in words ----------------------------------------------------------------------------
 
@@ -94,11 +98,6 @@ def paired_t_interval(treated: dict[int, float], reference: dict[int, float],
 def bootstrap_rows(runs) -> dict[tuple[str, str, str], object]:
     """fairl.study.verdicts.study_rows keyed by (context JSON, label, metric); a study whose
     runs lack test prompt ids is MissingStudy with the rerun as its hint."""
-    import json
-
-    from fairl.runs.read import MissingStudy
-    from fairl.study.verdicts import NoPromptIds, study_rows
-
     try:
         rows = study_rows(runs)
     except NoPromptIds as error:
