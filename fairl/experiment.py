@@ -14,7 +14,6 @@ from pydantic.dataclasses import dataclass
 from fairl.config import STRICT, ConfigError, build
 from fairl.data.compose import compose_pairs
 from fairl.irl.config import FitConfig
-from fairl.metrics import evaluate_reward
 from fairl.pairs import Pairs, World
 from fairl.worlds import WORLDS, check_world_options, load_world
 
@@ -82,6 +81,7 @@ def training_pairs(world: World, compose: ComposeSpec | None, seed: int) -> Pair
 def run_experiment(spec: WorldSpec, config: FitConfig, world: World | None = None) -> Outcome:
     """Load (or reuse) the world, compose its training set, fit, evaluate on train and test."""
     from fairl.irl.fit import fit  # heavy: torch; validation above never needs it
+    from fairl.metrics import evaluate_reward  # heavy: sklearn (~2 s), as fit
 
     world = world or load_world(spec.name, spec.options)
     train = training_pairs(world, spec.compose, config.seed)
