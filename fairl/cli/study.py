@@ -1,4 +1,4 @@
-"""`fairl study run|list|status|repair`, `fairl ui` (MLflow) and `fairl dashboard` (optuna-dashboard)."""
+"""`fairl study run|list|status|repair`, `fairl ui` (MLflow), `fairl dashboard` (Optuna)."""
 
 from __future__ import annotations
 

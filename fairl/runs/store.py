@@ -56,8 +56,8 @@ def client(uri: str):
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its holder dies
         _check_half_made(database)
         _fast_sqlite(database)
-        mlflow_client = MlflowClient(tracking_uri=uri)
         try:
+            mlflow_client = MlflowClient(tracking_uri=uri)
             mlflow_client.search_experiments(max_results=1)  # makes a new db's schema now
         except (MlflowException, OperationalError) as error:  # OperationalError: disk full, I/O
             raise StoreError(f"{database}: MLflow cannot open or create it: {_first_line(error)}"
@@ -113,7 +113,10 @@ def check_store(uri: str) -> None:
     except sqlite3.DatabaseError as error:
         rows = [str(error)]
     if rows != ["ok"]:
-        raise StoreError(f"{database}: damaged SQLite database (quick_check: {rows[0][:200]}); "
+        problems = [line for row in rows for line in str(row).splitlines()
+                    if line.strip() and not line.startswith("***")] or rows
+        raise StoreError(f"{database}: damaged SQLite database (quick_check: {problems[0][:200]}"
+                         f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}); "
                          f"stop all runs, back it up and restore it (sqlite3 {database} "
                          "'.recover' may salvage its rows)")
 

@@ -48,8 +48,10 @@ class JournalFile(JournalFileBackend):
                     data = b"\n" + data  # never extend a torn record: repair can drop it alone
                 try:
                     _write_all(fd, data)
-                except BaseException:
+                except BaseException as error:
                     os.ftruncate(fd, size)  # the journal stays whole: all of the records or none
+                    if isinstance(error, OSError) and error.filename is None:
+                        raise OSError(error.errno, error.strerror, self._file_path) from error
                     raise
             finally:
                 os.close(fd)

@@ -25,19 +25,22 @@ from fairl.study.storage import StudyLock, is_rdb, open_storage
 
 def check_stores(name: str, storage: str, uri: str) -> None:
     """StoreError (or OSError for a read-only or full directory) unless both stores are sound."""
+    check_store(uri)  # a damaged db is named before MLflow reads it
+    experiment = client(uri).get_experiment_by_name(name)  # a half-made db is refused here
+    trial_runs = _trial_runs(uri, experiment.experiment_id, storage) if experiment else []
     lock = StudyLock(storage, name)  # a read-only journal directory fails here, before any write
     try:
         lock.acquire()
     finally:
         lock.close()
-    storage_obj = open_storage(storage, name)  # a torn journal is refused here
-    check_store(uri)
-    experiment = client(uri).get_experiment_by_name(name)
-    trial_runs = _trial_runs(uri, experiment.experiment_id, storage) if experiment else []
-    try:
-        trials = optuna.load_study(study_name=name, storage=storage_obj).get_trials(deepcopy=False)
-    except KeyError:
-        trials = None
+    trials = None
+    if is_rdb(storage) or Path(storage).exists():
+        storage_obj = open_storage(storage, name)  # a torn journal is refused here
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage_obj).get_trials(
+                deepcopy=False)
+        except KeyError:
+            pass
     _check_links(name, storage, uri, trials, trial_runs)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import gc
 import json
 import math
@@ -57,6 +58,17 @@ from fairl.study.storage import (
     tally,
 )
 from fairl.worlds import load_world
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
+class StoreFault(BaseException):
+    """A disk error inside a trial: not an Exception, so Optuna neither catches it nor fails
+    the trial (work() raises the OSError itself again)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclasses.dataclass
@@ -280,13 +292,27 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
                 counts = tally(study.get_trials(deepcopy=False))
                 if counts.waiting == 0 and counts.done + counts.running >= context.target:
                     break
-                study.optimize(lambda trial: objective(trial, study_def, context, lock),
-                               n_trials=1, catch=(Exception,))
+                try:
+                    study.optimize(lambda trial: _stop_on_disk_error(
+                        objective, trial, study_def, context, lock), n_trials=1, catch=(Exception,))
+                except StoreFault as fault:
+                    raise fault.error from None
             if on_trial is not None:
                 on_trial(tally(study.get_trials(deepcopy=False)))
     finally:
         lock.close()
     return tally(study.get_trials(deepcopy=False))
+
+
+def _stop_on_disk_error(function, *args):
+    """function(*args), a disk error (full, read-only) raised as StoreFault: the launch stops
+    and the trial, left RUNNING, is re-queued by the next reap instead of counted as failed."""
+    try:
+        return function(*args)
+    except OSError as error:
+        if error.errno in DISK_ERRNOS:
+            raise StoreFault(error) from error
+        raise
 
 
 def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
@@ -316,6 +342,13 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         log_trial(uri, run_id, config, metrics, curves, artifacts,
                   {"dataset_hash": world.dataset_hash})
         runs.end_run(uri, run_id, runs.FINISHED)
+    except OSError as error:
+        if error.errno not in DISK_ERRNOS:
+            _fail_trial(trial, study.name, uri, run_id, config, error)
+            raise
+        # A full or read-only disk is not the configuration's fault: stop the launch with the
+        # trial left RUNNING; the next reap (at the end of this launch) re-queues it.
+        raise StoreFault(error) from error
     except Exception as error:
         _fail_trial(trial, study.name, uri, run_id, config, error)
         raise

@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 
 from fairl.config import ConfigError
 from fairl.paths import mlruns_dir, redact
-from fairl.runs.provenance import worker_alive
+from fairl.runs.provenance import worker_alive, worker_identity
 from fairl.study.journal import check_journal, journal_file
 
 MAX_RETRY = 3  # re-queues of a configuration whose worker died, before it counts as failed
@@ -174,8 +174,10 @@ def reap_trials(study, on_killed=None) -> list[str]:
     """Fail and re-queue trials whose worker died (or that were interrupted); call under lock.
 
     `on_killed(trial, reason)` gives each trial failed here its MLflow run, KILLED with the
-    reason (made if the worker died before it started one), and returns the run id."""
-    messages = []
+    reason (made if the worker died before it started one), and returns the run id. The
+    caller runs no trial while it reaps, so a trial left RUNNING by its own process (a write
+    that failed mid-trial) is reaped too; one process runs one launch at a time."""
+    messages, me = [], worker_identity()
     stale = _stale_trial_ids(study)
     trials = study.get_trials(deepcopy=False)
     requeued = _requeued(trials)
@@ -184,6 +186,8 @@ def reap_trials(study, on_killed=None) -> list[str]:
             worker = trial.user_attrs.get("worker")
             if trial._trial_id in stale:
                 reason = f"worker {worker}: its RDB heartbeat went stale"
+            elif worker == me:
+                reason = f"worker {worker} (this process) stopped it midway"
             elif worker_alive(worker) is not False:
                 continue
             else:
