@@ -273,7 +273,14 @@ def test_launcher_waits_for_a_live_trial_of_another_launcher(store, tmp_path):
     spec.suggest(taken, study.space)
     identity = f"{socket.gethostname()}:{other.pid}:{_process_start(other.pid)}"
     taken.set_user_attr("worker", identity)
-    threading.Timer(8, other.kill).start()  # it dies before finishing: this launcher reruns it
+
+    def kill_once_the_rest_is_done():  # this launcher is then waiting on the other's trial
+        while sum(t.state.name == "COMPLETE" for t in trials_of("shared")) < 3:
+            time.sleep(0.5)
+        time.sleep(3)
+        other.kill()  # it dies before finishing: this launcher reaps it and runs it itself
+
+    threading.Thread(target=kill_once_the_rest_is_done, daemon=True).start()
     report = run_study(path, progress=False)
     other.wait()
     assert report.status == write.FINISHED, report.messages
