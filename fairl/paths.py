@@ -49,3 +49,8 @@ def file_sha256(path: str | Path) -> str:
 def redact(url: str) -> str:
     """A store URL (tracking URI, Optuna storage) without its password, for tags and messages."""
     return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)
+
+
+class StoreError(RuntimeError):
+    """A tracking store or study journal is damaged, emptied or inconsistent: one or two lines
+    naming the file, what is wrong and what to do (the CLI prints it without a traceback)."""

@@ -7,12 +7,13 @@ any MLflow tracking URI by `--tracking-uri`, env FAIRL_TRACKING_URI or MLFLOW_TR
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import sqlite3
 from pathlib import Path
 
-from fairl.paths import mlruns_dir
+from fairl.paths import StoreError, mlruns_dir
 
 
 def default_tracking_uri() -> str:
@@ -36,16 +37,88 @@ def artifact_root(uri: str) -> str | None:
 
 @functools.cache
 def client(uri: str):
-    """An MlflowClient for `uri` (one per process; creating the db schema takes seconds once)."""
+    """An MlflowClient for `uri` (one per process; creating the db schema takes seconds once).
+
+    A local SQLite store is opened under an fcntl lock beside it (`.mlflow.db.lock`), and its
+    schema made there if new, so concurrent launches on a fresh store never race to create
+    it; a half-made store (schema creation cut short) is refused (StoreError)."""
     # No network here: MLflow 3 otherwise tries to send usage telemetry.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient  # heavy (~2 s): only when a run is touched
+    from sqlalchemy.exc import OperationalError
 
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///"))
-        database.parent.mkdir(parents=True, exist_ok=True)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(f".{database.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its holder dies
+        _check_half_made(database)
         _fast_sqlite(database)
-    return MlflowClient(tracking_uri=uri)
+        try:
+            mlflow_client = MlflowClient(tracking_uri=uri)
+            mlflow_client.search_experiments(max_results=1)  # makes a new db's schema now
+        except (MlflowException, OperationalError) as error:  # OperationalError: disk full, I/O
+            raise StoreError(f"{database}: MLflow cannot open or create it: {_first_line(error)}"
+                             "; free space if the disk is full, back the file up, then restore "
+                             f"it or run `mlflow db upgrade {uri}`") from error
+    return mlflow_client
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _check_half_made(database: Path) -> None:
+    """StoreError if `database` holds a schema whose creation or upgrade was cut short."""
+    if not database.exists() or database.stat().st_size == 0:
+        return
+    try:
+        connection = sqlite3.connect(database, timeout=30)
+        try:
+            tables = {row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = (connection.execute("SELECT version_num FROM alembic_version").fetchall()
+                       if "alembic_version" in tables else [])
+            runs = (connection.execute("SELECT count(*) FROM runs").fetchone()[0]
+                    if "runs" in tables else 0)
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{database}: not a readable SQLite database ({error}); restore it "
+                         "from a backup or point --tracking-uri elsewhere") from error
+    leftovers = sorted(name for name in tables if name.startswith("_alembic_tmp_"))
+    if tables and (leftovers or not version):
+        detail = f"leftover table {leftovers[0]}" if leftovers else "no schema version"
+        action = ("it holds no runs: delete it and rerun" if not runs else
+                  f"it holds {runs} runs: back it up and restore it")
+        raise StoreError(f"{database}: half-made MLflow store ({detail}: creating its schema "
+                         f"was cut short, e.g. by a full disk); {action}")
+
+
+def check_store(uri: str) -> None:
+    """StoreError unless a local SQLite store passes `PRAGMA quick_check` (damaged pages)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    if not database.exists():
+        return
+    try:
+        connection = sqlite3.connect(database, timeout=30)
+        try:
+            rows = [row[0] for row in connection.execute("PRAGMA quick_check(5)")]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        rows = [str(error)]
+    if rows != ["ok"]:
+        problems = [line for row in rows for line in str(row).splitlines()
+                    if line.strip() and not line.startswith("***")] or rows
+        raise StoreError(f"{database}: damaged SQLite database (quick_check: {problems[0][:200]}"
+                         f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}); "
+                         f"stop all runs, back it up and restore it (sqlite3 {database} "
+                         "'.recover' may salvage its rows)")
 
 
 _FAST_SQLITE: set[str] = set()

@@ -17,8 +17,10 @@ reach the trial count (fairl.study.storage says how killed trials are re-queued)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import errno
 import gc
 import json
 import math
@@ -40,15 +42,17 @@ from fairl.config import ConfigError
 from fairl.experiment import run_experiment
 from fairl.paths import redact
 from fairl.runs import write as runs
-from fairl.runs.provenance import environment_tags, worker_identity
+from fairl.runs.provenance import environment_tags, worker_alive, worker_identity
 from fairl.runs.read import MissingStudy, load_study_runs
 from fairl.runs.reap import reap_runs
 from fairl.runs.store import experiment_id, resolve_tracking_uri
+from fairl.study.links import check_stores, run_killer
 from fairl.study.references import reference_metrics
 from fairl.study.spec import Study, TrialConfig, load_study, resolve, suggest
 from fairl.study.storage import (
     StudyLock,
     Tally,
+    is_rdb,
     open_storage,
     open_study,
     reap_trials,
@@ -57,6 +61,17 @@ from fairl.study.storage import (
 )
 from fairl.study.verdicts import row_metrics, study_rows, verdicts_json
 from fairl.worlds import load_world
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
+class StoreFault(BaseException):
+    """A disk error inside a trial: not an Exception, so Optuna neither catches it nor fails
+    the trial (work() raises the OSError itself again)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclasses.dataclass
@@ -93,18 +108,18 @@ class LaunchReport:
 def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
               storage: str | None = None, tracking_uri: str | None = None,
               progress: bool = True) -> LaunchReport:
-    """`fairl study run`: validate, reap leftovers, run trials to the count, report."""
+    """`fairl study run`: validate, check the stores, reap leftovers, run trials, report."""
     study = load_study(path)  # every config error surfaces here, before any store is touched
     target = _check_launch(study, trials, workers)
     storage = resolve_storage(storage)
     uri = resolve_tracking_uri(tracking_uri)
+    check_stores(study.name, storage, uri)  # before the study exists: nothing half-made
     study_obj = open_study(study, storage, target)
     experiment = experiment_id(
         uri, study.name, {"study_file": study.path, "description": study.spec.description[:5000],
                           "optuna_storage": redact(storage)})
     study_obj.set_user_attr("mlflow_experiment_id", experiment)
     study_obj.set_user_attr("mlflow_tracking_uri", redact(uri))
-    messages = _reap(study_obj, storage, study.name, uri, experiment)
     env_tags = environment_tags()
     launch_run = runs.start_run(
         uri, experiment, time.strftime("launch-%Y%m%d-%H%M%S"),
@@ -117,19 +132,20 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
     runs.log_text(uri, launch_run, yaml.safe_dump(study.raw, sort_keys=False), "study.yaml")
     context = WorkerContext(str(path), study.raw, storage, uri, experiment, launch_run, target,
                             workers=workers, env_tags=env_tags)
-    status = runs.FAILED
+    messages = _reap(study_obj, context)
+    status, counts = runs.FAILED, Tally()
     try:
-        problems = _launch(study_obj, context, workers, progress)
-        messages += problems
-        status = runs.FAILED if problems else runs.FINISHED
+        messages += _launch(study_obj, context, workers, progress)
+        unfinished, notes = _finish(study_obj, context)
+        messages += notes
+        status = runs.FAILED if unfinished else runs.FINISHED
     except KeyboardInterrupt:
         status = runs.KILLED
         raise
     finally:
-        messages += _reap(study_obj, storage, study.name, uri, experiment)
+        messages += _reap(study_obj, context)
         counts = tally(study_obj.get_trials(deepcopy=False))
-        if status == runs.FINISHED and counts.done < target:
-            status = runs.FAILED  # a worker died; rerunning continues the study
+        if status == runs.FAILED and counts.done < target:
             messages.append(f"study stopped at {counts.done}/{target} trials; rerun to continue")
         summary = {"trials_complete": counts.complete, "trials_failed": counts.failed,
                    "trials_requeued": counts.requeued}
@@ -173,17 +189,47 @@ def _check_launch(study: Study, trials: int | None, workers: int) -> int:
     return target
 
 
-def _reap(study_obj, storage: str, name: str, uri: str, experiment: str) -> list[str]:
-    """Re-queue trials of dead workers, then set their orphaned MLflow runs KILLED."""
-    lock = StudyLock(storage, name)
+def _reap(study_obj, context: WorkerContext) -> list[str]:
+    """Re-queue trials of dead workers (their runs KILLED), then KILLED orphaned MLflow runs."""
+    lock = StudyLock(context.storage, study_obj.study_name)
     try:
         with lock:
-            messages = reap_trials(study_obj)
+            messages = reap_trials(study_obj, _run_killer(context, study_obj.study_name))
             states = {trial.number: (trial.state.name, trial.user_attrs.get("fairl_killed"))
                       for trial in study_obj.get_trials(deepcopy=False)}
-            return messages + reap_runs(uri, experiment, states)
+            return messages + reap_runs(context.tracking_uri, context.experiment, states)
     finally:
         lock.close()
+
+
+def _run_killer(context: WorkerContext, study: str):
+    return run_killer(context.tracking_uri, context.experiment, context.launch_run, study,
+                      context.storage, context.env_tags)
+
+
+def _finish(study_obj, context: WorkerContext) -> tuple[bool, list[str]]:
+    """After this launch's workers: run what was re-queued, wait for other launchers' live
+    trials (reaping those that die); (unfinished, notes). Never a false "stopped"."""
+    while True:
+        _reap(study_obj, context)
+        trials = study_obj.get_trials(deepcopy=False)
+        counts = tally(trials)
+        if counts.done >= context.target:
+            return False, []
+        if counts.waiting:
+            work(dataclasses.replace(context, workers=1))
+            continue
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        if not running:
+            return True, []
+        remote = [t for t in running if worker_alive(t.user_attrs.get("worker")) is None]
+        if remote and len(remote) == len(running) and not is_rdb(context.storage):
+            # No heartbeat on a journal: their hosts' launchers reap them if they died.
+            workers = sorted({str(t.user_attrs.get("worker")) for t in remote})
+            note = (f"{len(remote)} trial(s) still run under another launcher "
+                    f"({', '.join(workers)[:300]}); it finishes them")
+            return False, [note]
+        time.sleep(1)
 
 
 def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> list[str]:
@@ -214,6 +260,7 @@ def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> 
             for process in processes:
                 process.wait()
         show(tally(study_obj.get_trials(deepcopy=False)))
+        # Their trials were re-queued (by the other workers or _finish): a note, not a failure.
         return [f"worker {index} (pid {process.pid}) exited with {process.returncode}"
                 for index, process in enumerate(processes) if process.returncode != 0]
     finally:
@@ -257,6 +304,7 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
     study = optuna.load_study(study_name=study_def.name, storage=storage,
                               sampler=make_sampler(study_def, offset))
     lock = StudyLock(context.storage, study_def.name)
+    on_killed = _run_killer(context, study_def.name)
     parent = os.getppid()
     # Everything imported so far (torch, mlflow, sqlalchemy: ~0.5 M objects) leaves the
     # collector's view; full collections otherwise stall MLflow's many small ORM objects.
@@ -264,17 +312,31 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
     try:
         while context.workers == 1 or os.getppid() == parent:
             with lock:
-                reap_trials(study)
+                reap_trials(study, on_killed)
                 counts = tally(study.get_trials(deepcopy=False))
                 if counts.waiting == 0 and counts.done + counts.running >= context.target:
                     break
-                study.optimize(lambda trial: objective(trial, study_def, context, lock),
-                               n_trials=1, catch=(Exception,))
+                try:
+                    study.optimize(lambda trial: _stop_on_disk_error(
+                        objective, trial, study_def, context, lock), n_trials=1, catch=(Exception,))
+                except StoreFault as fault:
+                    raise fault.error from None
             if on_trial is not None:
                 on_trial(tally(study.get_trials(deepcopy=False)))
     finally:
         lock.close()
     return tally(study.get_trials(deepcopy=False))
+
+
+def _stop_on_disk_error(function, *args):
+    """function(*args), a disk error (full, read-only) raised as StoreFault: the launch stops
+    and the trial, left RUNNING, is re-queued by the next reap instead of counted as failed."""
+    try:
+        return function(*args)
+    except OSError as error:
+        if error.errno in DISK_ERRNOS:
+            raise StoreFault(error) from error
+        raise
 
 
 def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
@@ -305,6 +367,13 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         log_trial(uri, run_id, config, metrics, curves, artifacts,
                   {"dataset_hash": world.dataset_hash})
         runs.end_run(uri, run_id, runs.FINISHED)
+    except OSError as error:
+        if error.errno not in DISK_ERRNOS:
+            _fail_trial(trial, study.name, uri, run_id, config, error)
+            raise
+        # A full or read-only disk is not the configuration's fault: stop the launch with the
+        # trial left RUNNING; the next reap (at the end of this launch) re-queues it.
+        raise StoreFault(error) from error
     except Exception as error:
         _fail_trial(trial, study.name, uri, run_id, config, error)
         raise
@@ -403,14 +472,29 @@ def worker_main() -> None:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.workers))
 
-    def stop(*_):
-        raise KeyboardInterrupt  # the trial is failed and re-queued, as on Ctrl-C
+    with interrupt_on_sigterm() as signals:
+        try:
+            work(context)
+        except KeyboardInterrupt:
+            sys.exit(128 + (signals[0] if signals else signal.SIGINT))
 
-    signal.signal(signal.SIGTERM, stop)
+
+@contextlib.contextmanager
+def interrupt_on_sigterm():
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (the running trial is re-queued, its
+    run KILLED); yields the list of signals received. Later signals wait for the cleanup."""
+    received: list[int] = []
+
+    def stop(signum, _frame):
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        work(context)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _die_with_parent() -> None:

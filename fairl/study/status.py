@@ -22,7 +22,7 @@ def study_status(name_or_path: str, storage: str | None = None) -> str:
     if not is_rdb(storage) and not Path(storage).exists():
         raise ConfigError(f"study {name!r}: no study storage at {storage} yet (run a study)")
     try:
-        study_obj = optuna.load_study(study_name=name, storage=open_storage(storage))
+        study_obj = optuna.load_study(study_name=name, storage=open_storage(storage, name))
     except KeyError:
         raise ConfigError(f"study {name!r}: not found in {redact(storage)} "
                           "(fairl study list shows what is there)") from None

@@ -26,20 +26,20 @@ import dataclasses
 import fcntl
 import hashlib
 import importlib.util
-import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.storages.journal import JournalStorage
 from optuna.trial import TrialState
 
 from fairl.config import ConfigError
 from fairl.paths import mlruns_dir, redact
-from fairl.runs.provenance import worker_alive
+from fairl.runs.provenance import worker_alive, worker_identity
+from fairl.study.journal import check_journal, journal_file
 
 MAX_RETRY = 3  # re-queues of a configuration whose worker died, before it counts as failed
 HEARTBEAT_SECONDS = 10  # RDB storages: trial heartbeat, and stale after GRACE_SECONDS
@@ -69,35 +69,20 @@ def sqlalchemy_url(storage: str) -> str:
     return storage
 
 
-def open_storage(storage: str):
-    """Optuna storage for a URL (RDB, with heartbeat) or a journal file path."""
+def open_storage(storage: str, study: str | None = None):
+    """Optuna storage for a URL (RDB, with heartbeat) or a journal file path.
+
+    A journal with a torn or unreadable record is refused (StoreError naming the byte offset
+    and `fairl study repair`; `study` names the study in that command)."""
     _quiet_optuna()
     if is_rdb(storage):
         return optuna.storages.RDBStorage(
             sqlalchemy_url(storage), engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
             grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=requeue)
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(journal_file(str(storage)))
-
-
-def journal_file(path: str):
-    """Optuna's JournalFileBackend without its fsync per write (~4 ms each on this disk, about
-    ten writes per trial). Appends stay atomic under the backend's own lock and survive a
-    killed process; only an OS crash can drop the last lines (as with SQLite's WAL mode)."""
-    class JournalFile(JournalFileBackend):
-        def append_logs(self, logs: list[dict[str, Any]]) -> None:
-            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-            self._lock.acquire()
-            try:
-                with open(self._file_path, "ab") as file:
-                    file.write(text.encode("utf-8"))
-            finally:
-                self._lock.release()
-
-    backend = JournalFile(path)
-    if not (hasattr(backend, "_lock") and hasattr(backend, "_file_path")):
-        return JournalFileBackend(path)  # the backend changed: use it as it is
-    return backend
+    backend = journal_file(str(storage))
+    check_journal(backend, study)
+    return JournalStorage(backend)
 
 
 def _quiet_optuna() -> None:
@@ -185,23 +170,30 @@ def requeue(study, trial) -> None:
         distributions=trial.distributions, system_attrs=system_attrs))
 
 
-def reap_trials(study) -> list[str]:
-    """Fail and re-queue trials whose worker died (or that were interrupted); call under lock."""
-    messages = []
-    optuna.storages.fail_stale_trials(study)  # RDB heartbeat; calls requeue()
+def reap_trials(study, on_killed=None) -> list[str]:
+    """Fail and re-queue trials whose worker died (or that were interrupted); call under lock.
+
+    `on_killed(trial, reason)` gives each trial failed here its MLflow run, KILLED with the
+    reason (made if the worker died before it started one), and returns the run id. The
+    caller runs no trial while it reaps, so a trial left RUNNING by its own process (a write
+    that failed mid-trial) is reaped too; one process runs one launch at a time."""
+    messages, me = [], worker_identity()
+    stale = _stale_trial_ids(study)
     trials = study.get_trials(deepcopy=False)
     requeued = _requeued(trials)
     for trial in trials:
         if trial.state == TrialState.RUNNING:
             worker = trial.user_attrs.get("worker")
-            if worker_alive(worker) is not False:
+            if trial._trial_id in stale:
+                reason = f"worker {worker}: its RDB heartbeat went stale"
+            elif worker == me:
+                reason = f"worker {worker} (this process) stopped it midway"
+            elif worker_alive(worker) is not False:
                 continue
-            reason = (f"worker {worker} died during the trial" if worker
-                      else "worker died before the trial started")
-            study._storage.set_trial_user_attr(trial._trial_id, "fairl_killed", reason)
-            try:
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
+            else:
+                reason = (f"worker {worker} died during the trial" if worker
+                          else "worker died before the trial started")
+            if not _fail_dead(study, trial, reason, on_killed):
                 continue
         elif (trial.state == TrialState.FAIL and trial.user_attrs.get("fairl_interrupted")
               and trial.number not in requeued):
@@ -211,6 +203,30 @@ def reap_trials(study) -> list[str]:
         requeue(study, study._storage.get_trial(trial._trial_id))
         messages.append(f"trial {trial.number}: {reason}; re-queued")
     return messages
+
+
+def _stale_trial_ids(study) -> set[int]:
+    """Ids of RUNNING trials whose RDB heartbeat went stale (as optuna.fail_stale_trials, whose
+    private helper it uses: fairl then fails them itself, their runs KILLED first)."""
+    storage = study._storage
+    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
+        return set()
+    return set(storage._get_stale_trial_ids(study._study_id))
+
+
+def _fail_dead(study, trial, reason: str, on_killed) -> bool:
+    """Set FAIL a RUNNING trial whose worker died, its run KILLED first; False if it ended."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "fairl_killed", reason)
+        if on_killed is not None:
+            run_id = on_killed(trial, reason)
+            if run_id and "mlflow_run_id" not in trial.user_attrs:
+                storage.set_trial_user_attr(trial._trial_id, "mlflow_run_id", run_id)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def _requeued(trials) -> set[int]:

@@ -1,0 +1,103 @@
+"""Trial <-> run links: store checks before a launch, and a KILLED run for every killed trial.
+
+Before a launch touches either store, `check_stores` makes sure the journal and the MLflow
+store still belong together, so that an emptied, replaced or damaged store is an error
+naming the file, never a silent new study or trials pointing at runs that do not exist:
+* the journal reads whole (no torn record) and its directory takes a lock (writable);
+* the MLflow store opens (not half-made) and passes SQLite's quick_check;
+* every COMPLETE trial's `mlflow_run_id` is a run of the study's experiment, every FINISHED
+  trial run names a trial of the journal, and a study missing from the journal has no runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from fairl.paths import StoreError, redact
+from fairl.runs import write as runs
+from fairl.runs.read import search
+from fairl.runs.store import check_store, client
+from fairl.study.storage import StudyLock, is_rdb, open_storage
+
+
+def check_stores(name: str, storage: str, uri: str) -> None:
+    """StoreError (or OSError for a read-only or full directory) unless both stores are sound."""
+    check_store(uri)  # a damaged db is named before MLflow reads it
+    experiment = client(uri).get_experiment_by_name(name)  # a half-made db is refused here
+    trial_runs = _trial_runs(uri, experiment.experiment_id, storage) if experiment else []
+    lock = StudyLock(storage, name)  # a read-only journal directory fails here, before any write
+    try:
+        lock.acquire()
+    finally:
+        lock.close()
+    trials = None
+    if is_rdb(storage) or Path(storage).exists():
+        storage_obj = open_storage(storage, name)  # a torn journal is refused here
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage_obj).get_trials(
+                deepcopy=False)
+        except KeyError:
+            pass
+    _check_links(name, storage, uri, trials, trial_runs)
+
+
+def _trial_runs(uri: str, experiment: str, storage: str) -> list:
+    """Trial runs of an experiment made from this Optuna storage."""
+    return [run for run in search(uri, experiment, "tags.kind = 'trial'")
+            if run.data.tags.get("optuna_storage") == redact(storage)]
+
+
+def _check_links(name: str, storage: str, uri: str, trials, trial_runs) -> None:
+    where = storage if is_rdb(storage) else Path(storage)
+    db = uri.removeprefix("sqlite:///")
+    if trials is None:
+        if trial_runs:
+            empty = not is_rdb(storage) and Path(storage).stat().st_size == 0
+            raise StoreError(
+                f"{redact(str(where))}: {'is empty' if empty else f'has no study {name!r}'}, but "
+                f"MLflow store {redact(db)} holds {len(trial_runs)} trial runs of it from this "
+                "storage: the journal was emptied or replaced; restore it from a backup (or "
+                "give the study a new `name:`)")
+        return
+    run_ids = {run.info.run_id for run in trial_runs}
+    lost = [t for t in trials if t.state == TrialState.COMPLETE
+            and t.user_attrs.get("mlflow_run_id") not in run_ids]
+    if lost:
+        raise StoreError(
+            f"{redact(db)}: has no run of {len(lost)} of the complete trials of study {name!r} "
+            f"(e.g. trial {lost[0].number} -> run {lost[0].user_attrs.get('mlflow_run_id')}): "
+            "the MLflow store was emptied or replaced; restore it from a backup (or give the "
+            "study a new `name:`)")
+    numbers = {t.number for t in trials}
+    strays = [run for run in trial_runs if run.info.status == runs.FINISHED
+              and int(run.data.tags.get("trial_number", -1)) not in numbers]
+    if strays:
+        raise StoreError(
+            f"{redact(str(where))}: lacks trials that MLflow store {redact(db)} has finished "
+            f"runs of (e.g. trial {strays[0].data.tags.get('trial_number')}): the journal was "
+            "replaced or cut short; restore it from a backup")
+
+
+def run_killer(uri: str, experiment: str, launch_run: str | None, study: str, storage: str,
+               tags: dict[str, str]):
+    """`on_killed(trial, reason)` for reap_trials: the trial's run (made if it has none) KILLED."""
+    def on_killed(trial, reason: str) -> str:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id is None:  # the worker died before starting it, or before linking it
+            found = search(uri, experiment, f"tags.kind = 'trial' and "
+                                            f"tags.trial_number = '{trial.number}'")
+            found = [run for run in found if run.data.tags.get("optuna_study") == study]
+            run_id = found[0].info.run_id if found else runs.start_run(
+                uri, experiment, f"trial-{trial.number:04d}",
+                {**tags, "kind": "trial", "study": study, "optuna_study": study,
+                 "optuna_storage": redact(storage), "trial_number": str(trial.number),
+                 "optuna_trial_id": str(trial._trial_id),
+                 "worker": trial.user_attrs.get("worker") or "unknown"},
+                parent_run_id=launch_run)
+        runs.kill_run(uri, run_id, f"{reason}; re-queued")
+        return run_id
+
+    return on_killed
