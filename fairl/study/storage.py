@@ -1,8 +1,9 @@
 """Optuna storage: journal file or RDB, the study lock, re-queueing and reaping trials, tallies.
 
 Storage: a JournalFileBackend file `mlruns/optuna.journal` by default (several processes on
-one machine; appends without fsync, see journal_file), or any RDB URL (`postgresql://...`
-for several machines) with Optuna's heartbeat. Workers (`--workers K`) are processes.
+one machine; whole-record appends without fsync, see fairl.study.journal), or any RDB URL
+(`postgresql://...` for several machines) with Optuna's heartbeat. Workers (`--workers K`)
+are processes.
 
 Resume, kills and orphans. Each worker loops: take the study lock, reap, count, and ask
 for one trial, releasing the lock once the trial exists (so two workers never both take the
