@@ -66,7 +66,7 @@ def add_commands(commands) -> None:
     world_build = world_commands.add_parser(
         "build", help="build a pair dataset from scratch (default: the embedded world)",
         description="Run every stage of fairl.data.build (cached and resumable under "
-                    ".cache/worlds/). Config fields: fairl/data/build.py WorldBuildConfig.")
+                    ".cache/worlds/). Config fields: fairl/data/build_config.py WorldBuildConfig.")
     world_build.add_argument("--config", metavar="FILE.yaml", help="WorldBuildConfig fields")
     world_build.add_argument("--out", help="output folder (default: the embedded world's)")
     world_build.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
