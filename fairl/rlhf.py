@@ -42,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fairl import lm
+from fairl.devices import resolve_device
 
 RewardFn = Callable[..., np.ndarray]  # (completions[, prompts=...]) -> (n,) floats
 LogFn = Callable[[int, dict], None]
@@ -99,10 +100,16 @@ class RLHFConfig:
     """Save adapter + optimiser state every this many steps (a killed run resumes there)."""
     seed: int = 0
     """Seeds the LoRA init, the prompt order and every sample."""
+    device: str = "cpu"
+    """auto | cpu | cuda | cuda:N (fairl.devices), stored resolved. Not in the run identity
+    (the precision, bf16_autocast, is): on CUDA, bf16 autocast iff the GPU supports it."""
 
     def __post_init__(self):
+        object.__setattr__(self, "device", resolve_device(self.device, "rlhf.device"))
         if self.bf16_autocast is None:
-            object.__setattr__(self, "bf16_autocast", native_bf16())
+            on_gpu = self.device.startswith("cuda")
+            object.__setattr__(self, "bf16_autocast",
+                               torch.cuda.is_bf16_supported() if on_gpu else native_bf16())
         positive = (
             "steps prompts_per_step max_new_tokens lr lora_r lora_alpha "
             "micro_batch_size sample_batch_size checkpoint_every temperature"
@@ -174,7 +181,8 @@ def train_policy(
 
     from peft import LoraConfig, get_peft_model
 
-    model, tokenizer = lm.load_lm(base_model_name)
+    # A private copy: LoRA layers are injected into the model in place.
+    model, tokenizer = lm.load_lm(base_model_name, device=config.device, fresh=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # LoRA init draws from the global RNG
         model = get_peft_model(
@@ -190,7 +198,7 @@ def train_policy(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     curves: dict[str, list[float]] = {}
-    start_step, seconds = _resume(out_dir, model, optimizer, curves)
+    start_step, seconds = _resume(out_dir, model, optimizer, curves, config.device)
 
     encoded = lm.encode_prompts(tokenizer, prompts)
     bar = tqdm(
@@ -224,13 +232,15 @@ def train_policy(
     return _read_result(out_dir, from_cache=False)
 
 
-def load_policy(out_dir: str | Path, *, merge: bool = True, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) of a finished run: the base with its adapter, merged by default."""
+def load_policy(out_dir: str | Path, *, merge: bool = True, dtype: torch.dtype = torch.float32,
+                device: str = "cpu"):
+    """(model, tokenizer) of a finished run on `device`: the base with its adapter, merged."""
     from peft import PeftModel
 
     result = _read_result(Path(out_dir), from_cache=True)
-    base, tokenizer = lm.load_lm(result.base_model_name, dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(result.adapter_dir))
+    # A private copy of the base: the adapter is merged into its weights in place.
+    base, tokenizer = lm.load_lm(result.base_model_name, dtype=dtype, device=device, fresh=True)
+    model = PeftModel.from_pretrained(base, str(result.adapter_dir), torch_device=str(device))
     model = model.merge_and_unload() if merge else model
     model.eval()
     return model, tokenizer
@@ -240,9 +250,11 @@ def run_identity(
     base_model_name: str, config: RLHFConfig, reward_id: str, prompts: list[str]
 ) -> str:
     """Hash of everything that determines a run's result."""
+    settings = dataclasses.asdict(config)
+    settings.pop("device")  # where it ran does not name the result; its precision does
     payload = {
         "base_model": base_model_name,
-        "config": dataclasses.asdict(config),
+        "config": settings,
         "reward_id": reward_id,
         "prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
     }
@@ -335,7 +347,8 @@ def rloo_step(
             )  # (b, C) with grad through the adapter
         log_ratio_ref = (ref_logprobs - logprobs) * mask  # q_t = log pi_ref - log pi
         k3 = (torch.exp(log_ratio_ref) - log_ratio_ref - 1) * mask
-        advantage = torch.as_tensor(advantages[index], dtype=logprobs.dtype)
+        advantage = torch.as_tensor(advantages[index], dtype=logprobs.dtype,
+                                    device=logprobs.device)
         per_sequence = -advantage * logprobs.sum(-1) + config.kl_beta * k3.sum(-1)
         loss = per_sequence.sum() / n_rows
         loss.backward()
@@ -368,7 +381,8 @@ def native_bf16() -> bool:
 
 
 def _autocast(config: RLHFConfig):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16_autocast)
+    kind = "cuda" if config.device.startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=config.bf16_autocast)
 
 
 def _call_reward(reward_fn: RewardFn, texts: list[str], prompts: list[str]) -> np.ndarray:
@@ -412,13 +426,13 @@ def _claim(out_dir, identity, base_model_name, config, reward_id, n_prompts) -> 
     _atomic_write_text(path, json.dumps(record, indent=1))
 
 
-def _resume(out_dir: Path, model, optimizer, curves: dict) -> tuple[int, float]:
+def _resume(out_dir: Path, model, optimizer, curves: dict, device: str) -> tuple[int, float]:
     path = out_dir / "checkpoint.pt"
     if not path.exists():
         return 0, 0.0
     from peft import set_peft_model_state_dict
 
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location=device)
     set_peft_model_state_dict(model, state["adapter"])
     optimizer.load_state_dict(state["optimizer"])
     curves.update(state["curves"])
@@ -459,6 +473,7 @@ def _read_result(out_dir: Path, *, from_cache: bool) -> PolicyResult:
     result = json.loads((out_dir / "result.json").read_text())
     config = dict(claim["config"])
     config["lora_targets"] = tuple(config["lora_targets"])
+    config.pop("device", None)  # a run trained on a GPU is read on any machine
     return PolicyResult(
         out_dir=out_dir,
         adapter_dir=out_dir / "adapter",

@@ -11,6 +11,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from fairl.config import STRICT, ConfigError, build
 from fairl.data.planted import PlantedConfig, make_planted
+from fairl.devices import resolve_device
 from fairl.pairs import World
 from fairl.paths import DEFAULT_WORLD_DIR
 
@@ -28,8 +29,12 @@ class PairSetWorldOptions:
     """A world made of a saved PairSet (texts + scores) and a frozen encoder."""
 
     path: str | None = Field(None, description="PairSet folder; default: the embedded world")
-    encoder: Literal["minilm", "smollm2-meanpool"] = Field(
-        "minilm", description="frozen encoder h(o) of the outputs")
+    encoder: Literal["minilm", "smollm2-meanpool", "base-meanpool"] = Field(
+        "minilm", description="frozen encoder h(o) of the outputs; base-meanpool: the mean-pooled "
+        "last hidden state of the PairSet's own base LM (card models.base, e.g. pythia-410m)")
+    device: str = Field(
+        "cpu", description="auto | cpu | cuda | cuda:N for the encoder (fairl.devices); on a GPU "
+        "with bf16 the embeddings (and their cache) are bf16 ones")
     train_splits: list[str] = Field(default_factory=lambda: ["train"],
                                     description="splits the reward is fitted on")
     test_split: str = Field("test", description="held-out split the metrics are reported on")
@@ -39,6 +44,7 @@ class PairSetWorldOptions:
 
 def _pairset_world_options(options: dict, where: str, default_path: bool):
     values = build(PairSetWorldOptions, options, where)
+    resolve_device(values.device, f"{where}.device")
     if values.path is None and not default_path:
         raise ConfigError(f"{where}.path: a PairSet folder is required for this world")
     path = Path(values.path) if values.path else DEFAULT_WORLD_DIR
@@ -61,7 +67,15 @@ def _text_world(options: dict, default_path: bool) -> World:
         if values.validation_split not in pairset.splits:
             raise ConfigError(f"world.options.validation_split: the PairSet at {path} has no "
                               f"split {values.validation_split!r} (null: no validation)")
-    return to_world(pairset, values.encoder, train_splits=tuple(values.train_splits),
+    encoder = values.encoder
+    if encoder == "base-meanpool":
+        base = pairset.card.get("models", {}).get("base") or "smollm2-135m-instruct"
+        encoder = "smollm2-meanpool" if base == "smollm2-135m-instruct" else f"{base}-meanpool"
+    if values.device != "cpu":  # cpu: the encoder object every other caller shares
+        from fairl.encode import get_encoder  # heavy: torch, transformers
+
+        encoder = get_encoder(encoder, device=values.device)
+    return to_world(pairset, encoder, train_splits=tuple(values.train_splits),
                     test_split=values.test_split, validation_split=values.validation_split)
 
 

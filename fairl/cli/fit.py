@@ -23,7 +23,8 @@ def metrics_table(rows: dict[str, dict[str, float]]) -> str:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     values = load_yaml(args.config) if args.config else {}
-    config = experiment_config(apply_overrides(values, args.set), where=args.config or "config")
+    overrides = [*args.set, *([f"fit.device={args.device}"] if args.device else [])]
+    config = experiment_config(apply_overrides(values, overrides), where=args.config or "config")
     from fairl.experiment import run_experiment  # heavy: the fit imports torch
 
     outcome = run_experiment(config.world, config.fit)
@@ -47,5 +48,7 @@ def add_commands(commands) -> None:
     fit.add_argument("--config", metavar="FILE.yaml", help="experiment config (default: planted world)")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set fit.failure_mode=none (repeatable)")
+    fit.add_argument("--device", metavar="DEVICE",
+                     help="auto, cpu, cuda or cuda:N: sets fit.device (default: the config's, cpu)")
     fit.add_argument("--save", metavar="FILE.npz", help="save the fitted reward heads")
     fit.set_defaults(handler=cmd_fit)

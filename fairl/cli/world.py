@@ -10,9 +10,11 @@ from fairl.paths import DEFAULT_WORLD_DIR
 
 
 def cmd_world_build(args: argparse.Namespace) -> int:
-    from fairl.data.build import build_world, load_build_config  # heavy: LMs, torch
+    from fairl.data.build_config import load_build_config  # light: fails fast on missing inputs
 
     config = load_build_config(args.config)
+    from fairl.data.build import build_world  # heavy: LMs, torch
+
     out = args.out or (DEFAULT_WORLD_DIR if config.name == "default" else f"worlds/{config.name}")
     pairset = build_world(config, out)
     run_id = record_world_build(pairset, args.tracking_uri)
@@ -64,7 +66,7 @@ def add_commands(commands) -> None:
     world_build = world_commands.add_parser(
         "build", help="build a pair dataset from scratch (default: the embedded world)",
         description="Run every stage of fairl.data.build (cached and resumable under "
-                    ".cache/worlds/). Config fields: fairl/data/build.py WorldBuildConfig.")
+                    ".cache/worlds/). Config fields: fairl/data/build_config.py WorldBuildConfig.")
     world_build.add_argument("--config", metavar="FILE.yaml", help="WorldBuildConfig fields")
     world_build.add_argument("--out", help="output folder (default: the embedded world's)")
     world_build.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")

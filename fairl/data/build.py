@@ -7,7 +7,9 @@ Stages (each cached under `cache_dir()/worlds/<name>-<config hash>/`, each resum
   4. log-probs      log p_aligned(o_T) and log p_base(o_T): a Monte-Carlo KL(aligned ‖ base)
   5. PairSet        scored by every judge, T→NT labelled, split by prompt, card, saved
 A killed build restarts from its last finished stage or chunk. The same code builds the
-paper's hub setting (pythia + RealToxicityPrompts + a RoBERTa classifier) from hub names.
+paper's hub setting (pythia + RealToxicityPrompts + a RoBERTa classifier) from hub names
+(configs/world_paper.yaml). `device` places every model stage; on a GPU the LMs run in bf16
+when it has it, and that dtype (never the device name) enters the stage-cache names.
 """
 
 from __future__ import annotations
@@ -18,70 +20,26 @@ import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import Field
-from pydantic.dataclasses import dataclass
 
 from fairl import lm
-from fairl.config import STRICT, ConfigError, build, load_yaml
+from fairl.config import ConfigError
 from fairl.data import prompts as P
+from fairl.data.build_config import (
+    WorldBuildConfig,
+    check_hub_inputs,
+    config_hash,
+    load_build_config,
+)
 from fairl.data.pairset import SMOLLM2_NOTES, PairSet
 from fairl.data.scorers import get_scorer
+from fairl.devices import dtype_name, model_dtype, resolve_device
 from fairl.paths import DEFAULT_WORLD_DIR, cache_dir
 from fairl.rlhf import RLHFConfig, load_policy, train_policy
 
-__all__ = ["DEFAULT_WORLD_DIR", "WorldBuildConfig", "build_world", "load_build_config"]
-
-
-@dataclass(config=STRICT)
-class WorldBuildConfig:
-    """Everything that determines a built world (its hash names the stage cache)."""
-
-    name: str = Field("default", description="world name, written into the dataset card")
-    base_model: str = Field("smollm2-135m-instruct",
-                            description="base LM: the embedded SmolLM2, a hub id or a local dir")
-    aligned_model: str | None = Field(
-        None, description="an already-aligned LM (hub id/dir); None = build it here by RLHF")
-    prompts: str = Field("embedded", description="'embedded' or 'hub:<dataset id or local path>'")
-    benign_per_source: int = Field(600, ge=0, description="benign prefixes per benign source")
-    hub_min_toxicity: float = Field(0.3, ge=0, le=1, description="hub prompts: toxicity filter")
-    max_prompts: int | None = Field(None, ge=1, description="cap on prompts (small test builds)")
-    samples_per_toxic_prompt: int = Field(
-        5, ge=1, description="k continuations per toxic (RTP) prompt and model")
-    samples_per_benign_prompt: int = Field(
-        2, ge=1, description="k continuations per benign prompt and model")
-    max_new_tokens: int = Field(24, ge=1, description="longest continuation, in tokens")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature of both models")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
-    gen_batch_size: int = Field(32, ge=1, description="sequences per generation batch")
-    chunk_size: int = Field(256, ge=1, description="prompts per saved generation chunk")
-    reward_scorer: str = Field("profanity", description="scorer that defines r* (and T→NT)")
-    judges: list[str] = Field(default_factory=lambda: ["profanity", "bilstm"],
-                              description="every scorer recorded per output")
-    threshold: float = Field(0.5, gt=0, lt=1, description="toxicity >= threshold counts as toxic")
-    rlhf: dict[str, Any] = Field(default_factory=dict,
-                                 description="fairl.rlhf.RLHFConfig overrides for the aligned LM")
-    rlhf_prompts: str = Field("train", description="prompts RLHF trains on: train split or all")
-    kl_samples: int | None = Field(None, ge=1, description="pairs used for the KL estimate; None=all")
-    seed: int = Field(0, ge=0, description="seeds RLHF and generation")
-
-
-def load_build_config(path: str | Path | None, overrides: dict | None = None) -> WorldBuildConfig:
-    values = load_yaml(path) if path else {}
-    values.update(overrides or {})
-    config = build(WorldBuildConfig, values, str(path or "world build"))
-    try:
-        RLHFConfig(**config.rlhf)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{path or 'world build'}.rlhf: {error}") from None
-    return config
-
-
-def config_hash(config: WorldBuildConfig) -> str:
-    return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()) \
-        .hexdigest()[:12]
+__all__ = ["DEFAULT_WORLD_DIR", "WorldBuildConfig", "build_world", "config_hash",
+           "load_build_config"]
 
 
 def _slug(name: str) -> str:
@@ -118,7 +76,11 @@ def load_world_prompts(config: WorldBuildConfig):
 def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool = True,
                 log_fn=None):
     """Run every stage (each cached and resumable under the stage dir); save the PairSet."""
-    stage_dir = cache_dir() / "worlds" / f"{_slug(config.name)}-{config_hash(config)}"
+    check_hub_inputs(config, "world build config")
+    device = resolve_device(config.device, "world build config.device")
+    dtype = model_dtype(device)
+    stage_name = f"{_slug(config.name)}-{config_hash(config, dtype_name(dtype))}"
+    stage_dir = cache_dir() / "worlds" / stage_name
     stage_dir.mkdir(parents=True, exist_ok=True)
     (stage_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
     timings: dict[str, float] = {}
@@ -127,10 +89,10 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
     with _stage_timer(stage_dir, "prompts", timings):
         prompts = load_world_prompts(config)
     say(f"[1/5] prompts: {len(prompts)} ({sum(p.is_toxic_prompt for p in prompts)} toxic)")
-    rlhf_config = RLHFConfig(**{"seed": config.seed, **config.rlhf})
+    rlhf_config = RLHFConfig(**{"seed": config.seed, "device": device, **config.rlhf})
     aligned = _aligned_model(config, rlhf_config, prompts, stage_dir, timings, say, log_fn,
                              progress)
-    base = lm.load_lm(config.base_model)
+    base = lm.load_lm(config.base_model, device=device, dtype=dtype)
     rows = _generate_pairs(config, prompts, base, aligned[1:], stage_dir, timings, say, progress)
     _kl_logprobs(config, rows, base, aligned[1:], stage_dir, timings, say, progress)
 
@@ -138,10 +100,10 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
     aligned_name, rlhf_curves = aligned[0], aligned[3]
     pairset = PairSet.build(
         rows, judges=config.judges, reward_scorer=config.reward_scorer,
-        threshold=config.threshold, name=config.name,
+        threshold=config.threshold, name=config.name, device=device,
         models={"base": config.base_model, "aligned": aligned_name,
                 "rlhf": dataclasses.asdict(rlhf_config) if config.aligned_model is None else None},
-        build_config={**dataclasses.asdict(config), "stage_seconds": {
+        build_config={**dataclasses.asdict(config), "dtype": dtype_name(dtype), "stage_seconds": {
             k: round(v, 1) for k, v in timings.items()}},
         notes=list(SMOLLM2_NOTES) if config.base_model.startswith("smollm2") else [],
         build_seconds=sum(timings.values()))
@@ -158,13 +120,17 @@ def _aligned_model(config, rlhf_config, prompts, stage_dir, timings, say, log_fn
 
     Returns (name, model, tokenizer, RLHF curves or None).
     """
+    device = rlhf_config.device
+    dtype = model_dtype(device)
     if config.aligned_model is not None:
         say(f"[2/5] aligned model given: {config.aligned_model}")
-        return (config.aligned_model, *lm.load_lm(config.aligned_model), None)
+        return (config.aligned_model, *lm.load_lm(config.aligned_model, device=device,
+                                                  dtype=dtype), None)
     rlhf_texts = [p.text for p in prompts
                   if config.rlhf_prompts == "all" or P.split_of(p.prompt_id) == "train"]
-    scorer = get_scorer(config.reward_scorer)
-    judges = {name: get_scorer(name) for name in config.judges if name != config.reward_scorer}
+    scorer = get_scorer(config.reward_scorer, device)
+    judges = {name: get_scorer(name, device) for name in config.judges
+              if name != config.reward_scorer}
 
     def toxicity_metrics(completions: list[str]) -> dict[str, float]:
         metrics = {f"toxic_rate_{config.reward_scorer}":
@@ -181,9 +147,15 @@ def _aligned_model(config, rlhf_config, prompts, stage_dir, timings, say, log_fn
             config.base_model, scorer.reward, rlhf_texts, rlhf_config,
             out_dir=stage_dir / "rlhf", reward_id=f"r*:{config.reward_scorer}:{scorer.version}",
             log_fn=log_fn, metrics_fn=toxicity_metrics, progress=progress)
-    model, tokenizer = load_policy(policy.out_dir)
+    model, tokenizer = load_policy(policy.out_dir, device=device, dtype=dtype)
     return (f"{config.base_model} + RLOO/LoRA detox ({policy.identity})", model, tokenizer,
             policy.curves)
+
+
+def _with_dtype(values: dict, model) -> dict:
+    """`values` plus the model's dtype unless fp32 (fp32 keys stay what they were)."""
+    name = str(model.dtype).removeprefix("torch.")
+    return values if name == "float32" else {**values, "dtype": name}
 
 
 def _generate_pairs(config, prompts, base, aligned, stage_dir, timings, say, progress):
@@ -200,7 +172,8 @@ def _generate_pairs(config, prompts, base, aligned, stage_dir, timings, say, pro
             continue
         gen = {"k": k, "max_new_tokens": config.max_new_tokens,
                "temperature": config.temperature, "top_p": config.top_p}
-        key = hashlib.sha256(json.dumps(gen, sort_keys=True).encode()).hexdigest()[:8]
+        key = hashlib.sha256(json.dumps(_with_dtype(gen, base[0]), sort_keys=True).encode()
+                             ).hexdigest()[:8]
         member_texts = [p.text for p in members]
         outputs = {}
         for side, ((model, tok), seed) in {"base": (base, config.seed),
@@ -234,7 +207,9 @@ def _kl_logprobs(config, rows, base, aligned, stage_dir, timings, say, progress)
     kl_texts = [rows[i]["o_T"] for i in kl_rows]
     logp = {}
     for side, (model, tok) in {"aligned": aligned, "base": base}.items():
-        rows_key = hashlib.sha256(json.dumps(kl_texts).encode()).hexdigest()[:8]
+        dtype = str(model.dtype).removeprefix("torch.")  # in the key unless fp32, as above
+        keyed = kl_texts if dtype == "float32" else {"dtype": dtype, "texts": kl_texts}
+        rows_key = hashlib.sha256(json.dumps(keyed).encode()).hexdigest()[:8]
         path = stage_dir / f"logp-{side}-{rows_key}.npy"
         if not path.exists():
             with _stage_timer(stage_dir, f"logprobs_{side}", timings):

@@ -134,6 +134,7 @@ class PairSet:
         build_config: Mapping | None = None,
         notes: Sequence[str] = (),
         build_seconds: float | None = None,
+        device: str = "cpu",
     ) -> PairSet:
         """Score, label and split generated pairs.
 
@@ -141,6 +142,7 @@ class PairSet:
         optionally ``prompt_id``, ``prompt_source``, ``is_toxic_prompt``, ``sample_index``
         (default: order within the prompt) and ``logp_*`` floats. `models`,
         `build_config` and `notes` go into the card verbatim (what was generated, how).
+        `device` places the neural judges (fairl.devices).
         """
         import datasets
         import pandas as pd
@@ -149,7 +151,7 @@ class PairSet:
         frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         frame = _identify_rows(frame, split_fractions)
         judges = list(dict.fromkeys([reward_scorer, *judges]))
-        versions = _score_rows(frame, judges, reward_scorer, threshold)
+        versions = _score_rows(frame, judges, reward_scorer, threshold, device)
 
         logp = sorted(c for c in frame.columns if c.startswith("logp_"))
         columns = ["pair_id", "prompt_id", "prompt", "prompt_source", "is_toxic_prompt", "split",
@@ -338,11 +340,12 @@ def _identify_rows(frame, split_fractions: Sequence[float]):
     return frame
 
 
-def _score_rows(frame, judges: list[str], reward_scorer: str, threshold: float) -> dict:
+def _score_rows(frame, judges: list[str], reward_scorer: str, threshold: float,
+                device: str = "cpu") -> dict:
     """Toxicity of both outputs by every judge, r* and the T→NT label, in place; versions."""
     versions = {}
     for judge in judges:
-        scorer = get_scorer(judge)
+        scorer = get_scorer(judge, device)
         versions[judge] = scorer.version
         # One batched call for both sides: the scorers are fastest on big batches.
         both = scorer.toxicity(list(frame["o_T"]) + list(frame["o_NT"]))

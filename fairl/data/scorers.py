@@ -14,6 +14,10 @@ the handful of near-certain scores from dominating correlations (STARC).
 * ``hub:<id or path>`` — a sequence-classification model from the hub or a local
   directory (default ``s-nlp/roberta_toxicity_classifier``, the paper's setting); offline
   and uncached it fails fast with :class:`HubUnavailable`.
+
+The neural judges take ``device`` (auto | cpu | cuda | cuda:N, fairl.devices) and stay fp32
+on every device: they *define* the labels (toxicity >= 0.5), and bf16's 3 significant
+digits could flip scores that sit near the threshold. The profanity SVM runs on the CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fairl import devices
 from fairl.data.prompts import (
     HubUnavailable,
     _offline_message,
@@ -164,7 +169,8 @@ class BiLSTMJudge(Scorer):
     VOCAB_SIZE = 20000
     LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
 
-    def __init__(self, batch_size: int = 128):
+    def __init__(self, batch_size: int = 128, device: str = "cpu"):
+        self.device = devices.resolve_device(device, "bilstm device")
         folder = package_dir("toxic_classifier") / "model"
         weights = folder / "model.weights.h5"
         with open(folder / "tokenizer.pickle", "rb") as handle:
@@ -174,6 +180,7 @@ class BiLSTMJudge(Scorer):
         self._lower = state.lower
         self.net = BiLSTMNet(self.VOCAB_SIZE).eval()
         self.net.load_keras_weights(weights)
+        self.net.to(self.device)
         self.batch_size = batch_size
         self.version = f"toxic-comment-classifier weights sha256:{file_sha256(weights)[:16]}"
 
@@ -196,8 +203,8 @@ class BiLSTMJudge(Scorer):
         # threads on a busy 2-core machine spin-wait ~1000x slower.
         with torch.inference_mode(), _torch_threads(1):
             for start in range(0, len(ids), self.batch_size):
-                batch = torch.from_numpy(ids[start:start + self.batch_size])
-                out[start:start + self.batch_size] = self.net(batch).double().numpy()
+                batch = torch.from_numpy(ids[start:start + self.batch_size]).to(self.device)
+                out[start:start + self.batch_size] = self.net(batch).double().cpu().numpy()
         return out
 
     def toxicity(self, texts: Sequence[str]) -> np.ndarray:
@@ -210,10 +217,11 @@ class BiLSTMJudge(Scorer):
 class HubClassifierScorer(Scorer):
     """A transformers sequence classifier (hub id or local dir); toxicity = P(toxic label)."""
 
-    def __init__(self, name_or_path: str = HUB_SCORER, *, batch_size: int = 32,
-                 max_length: int = 512, toxic_label: str | None = None):
+    def __init__(self, name_or_path: str = HUB_SCORER, *, batch_size: int | None = None,
+                 max_length: int = 512, toxic_label: str | None = None, device: str = "cpu"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        self.device = devices.resolve_device(device, f"hub:{name_or_path} device")
         # No network and no offline flag: read the local cache only, instead of letting
         # the hub client retry for tens of seconds.
         local_only = Path(name_or_path).is_dir() or (not hub_offline() and not hub_reachable())
@@ -236,7 +244,10 @@ class HubClassifierScorer(Scorer):
         self.toxic_index = matches[0]
         self.name = f"hub:{name_or_path}"
         self.version = f"{name_or_path}@{getattr(self.model.config, '_commit_hash', None) or 'local'}"
-        self.batch_size, self.max_length = batch_size, max_length
+        self.model.to(self.device)
+        # 32 on the CPU (as before devices), 256 on a GPU: fairl.devices.GPU_BATCH.
+        self.batch_size = devices.batch_size("judge", self.device, batch_size)
+        self.max_length = max_length
 
     def toxicity(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
@@ -245,21 +256,23 @@ class HubClassifierScorer(Scorer):
             for start in range(0, len(texts), self.batch_size):
                 batch = self.tokenizer(texts[start:start + self.batch_size], padding=True,
                                        truncation=True, max_length=self.max_length,
-                                       return_tensors="pt")
+                                       return_tensors="pt").to(self.device)
                 logits = self.model(**batch).logits
                 out[start:start + len(logits)] = (
-                    torch.softmax(logits.double(), dim=-1)[:, self.toxic_index].numpy()
+                    torch.softmax(logits.double(), dim=-1)[:, self.toxic_index].cpu().numpy()
                 )
         return out
 
 
 @lru_cache(maxsize=8)
-def get_scorer(name: str) -> Scorer:
-    """``"profanity"``, ``"bilstm"``, or ``"hub"`` / ``"hub:<id or local path>"`` (cached)."""
+def get_scorer(name: str, device: str = "cpu") -> Scorer:
+    """``"profanity"``, ``"bilstm"``, or ``"hub"`` / ``"hub:<id or local path>"`` (cached).
+
+    `device` places the neural judges (the profanity SVM ignores it)."""
     if name == "profanity":
         return ProfanityScorer()
     if name == "bilstm":
-        return BiLSTMJudge()
+        return BiLSTMJudge(device=device)
     if name == "hub" or name.startswith("hub:"):
-        return HubClassifierScorer(name.partition(":")[2] or HUB_SCORER)
+        return HubClassifierScorer(name.partition(":")[2] or HUB_SCORER, device=device)
     raise ValueError(f"unknown scorer {name!r}; known: 'profanity', 'bilstm', 'hub:<id or path>'")

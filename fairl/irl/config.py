@@ -15,7 +15,7 @@ MAX_BATCH = 10_000_000  # >= the pairs means full batch; larger only hides a typ
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's limit
 # torch device types a fit can use, with an optional index; anything else is refused without
 # importing torch (a 6 s import to reject a typo).
-_DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:[0-9]{1,4})?")
+_DEVICE = re.compile(r"auto|(cpu|cuda|mps|xpu)(:[0-9]{1,4})?")
 
 
 @dataclass(config=STRICT)
@@ -58,7 +58,9 @@ class FitConfig:
         None, ge=1, le=MAX_BATCH, description="pairs per step; None (or >= the pairs) = full batch")
     seed: Int = Field(
         0, ge=0, le=MAX_SEED, description="seed of the head init and failure sampling, < 2**64")
-    device: Str = Field("cpu", description="torch device: cpu, cuda, cuda:N, mps or xpu")
+    device: Str = Field(
+        "cpu", description="torch device: auto (CUDA if available, else cpu), cpu, cuda, cuda:N, "
+        "mps or xpu; the heads are tiny, so cpu stays the default")
 
     @field_validator("device")
     @classmethod
@@ -67,7 +69,7 @@ class FitConfig:
         if match is None:
             raise ValueError("not a torch device name (try cpu or cuda:0)")
         kind, index = match.group(1), int((match.group(2) or ":0")[1:])
-        if kind == "cpu":
+        if value == "auto" or kind == "cpu":  # auto is resolved when the fit starts
             return value
         # Imported here, not at the top: validating a config must not cost torch's import
         # unless an accelerator is asked for, and then we must ask torch whether it exists.

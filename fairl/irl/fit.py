@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from fairl.devices import resolve_device
 from fairl.irl.config import FitConfig
 from fairl.irl.failures import (
     failure_budget,
@@ -294,7 +295,8 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
     # Over 60 lines on purpose: FA-IRL's whole loop (schedules, failures F_t, the sample S_t,
     # one step, the history) reads top to bottom here, as DESIGN.md and the paper state it.
     diffs, gt_margins = _difference_matrix(h_T, h_NT, gt_T, gt_NT, config)
-    device = torch.device(config.device)
+    # auto: CUDA when available; other names were checked by FitConfig's validator.
+    device = torch.device(resolve_device("auto") if config.device == "auto" else config.device)
     diffs = diffs.to(device)
     gt_margins = None if gt_margins is None else gt_margins.to(device)
     n, d = diffs.shape

@@ -114,7 +114,7 @@ def _train(study: Study, seed: int, reward, train_prompts: list[str], uri: str, 
         logged.add(step)
 
     def step_metrics(texts: list[str]) -> dict[str, float]:
-        values = toxicity_metrics(texts, spec.judges, spec.threshold)
+        values = toxicity_metrics(texts, spec.judges, spec.threshold, study.device)
         values["r_star_mean"] = float(get_scorer("profanity").reward(texts).mean())
         return values
 
@@ -135,7 +135,7 @@ def _train(study: Study, seed: int, reward, train_prompts: list[str], uri: str, 
     metrics = {"train_seconds": result.seconds,
                "seconds_per_step": result.seconds / max(len(curves.get("loss", [])), 1),
                "session_seconds": time.perf_counter() - started}
-    policy, _ = load_policy(out_dir)
+    policy, _ = load_policy(out_dir, device=study.device, dtype=study.dtype)
     return policy, curves, metrics
 
 
@@ -146,10 +146,11 @@ def _evaluate(study: Study, seed: int, policy, reward, eval_prompts: list[str], 
     say(f"  evaluating on {len(eval_prompts)} {spec.eval.prompts.split} prompts x "
         f"{spec.eval.samples} samples")
     started = time.perf_counter()
-    base, tokenizer = lm.load_lm(spec.base_model)
+    base, tokenizer = lm.load_lm(spec.base_model, device=study.device, dtype=study.dtype)
     with torch.inference_mode():
         values, rows = evaluate_policy(policy, base, tokenizer, eval_prompts, spec.eval, seed,
-                                       spec.judges, spec.threshold, reward.fn, progress=progress)
+                                       spec.judges, spec.threshold, reward.fn, progress=progress,
+                                       device=study.device)
     metrics = {**metrics, **values, "eval_seconds": time.perf_counter() - started}
     runs.log_run(uri, run_id, metrics=metrics)
     runs.log_text(uri, run_id, runs.csv_text(rows), "samples.csv")

@@ -34,9 +34,11 @@ from fairl.worlds import load_world
 class EmbeddingReward:
     """A fitted IRL reward as a text -> reward function: R(encode(texts)) (R_D + R_F)."""
 
-    def __init__(self, result, encoder: str = "minilm"):
+    def __init__(self, result, encoder: str = "minilm", device: str = "cpu"):
         self.result = result
-        self.encoder = get_encoder(encoder)
+        # cpu: the encoder object shared with the world's loader (same lru_cache key).
+        self.encoder = get_encoder(encoder) if device == "cpu" else \
+            get_encoder(encoder, device=device)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         # Policy samples are new texts every step: no point filling the embedding cache.
@@ -80,7 +82,7 @@ def make_reward(study: Study, source_name: str, seed: int, uri: str, world=None)
     if source.kind == "base":
         return Reward(None, "none", {"reward_origin": "none (base model, no training)"})
     if source.kind == "scorer":
-        scorer = get_scorer(source.scorer)
+        scorer = get_scorer(source.scorer, study.device)
         return Reward(scorer.reward, f"r*:{source.scorer}:{scorer.version}",
                       {"reward_origin": f"r* = log-odds non-toxic by {source.scorer}",
                        "reward_scorer_version": scorer.version})
@@ -119,7 +121,7 @@ def make_reward(study: Study, source_name: str, seed: int, uri: str, world=None)
     if len(result.theta_D) != world.train.h_T.shape[1]:
         raise ConfigError(f"sources.{source_name}: reward heads have d={len(result.theta_D)}, "
                           f"the world's encoder {encoder} gives d={world.train.h_T.shape[1]}")
-    fn = EmbeddingReward(result, encoder)
+    fn = EmbeddingReward(result, encoder, study.device)
     if source.fit is None:  # heads from elsewhere: how well they do on this world's test pairs
         test = evaluate_reward(result.reward, world.test)
         metrics.update({f"reward_test_{key}": test[key] for key in FIT_METRICS if key in test})
@@ -156,19 +158,20 @@ def diversity(texts: list[str]) -> dict[str, float]:
             "repetition": float(np.mean(repeated)) if repeated else 0.0}
 
 
-def toxicity_metrics(texts: list[str], judges: list[str], threshold: float) -> dict[str, float]:
+def toxicity_metrics(texts: list[str], judges: list[str], threshold: float,
+                     device: str = "cpu") -> dict[str, float]:
     """tox_rate_<judge> (fraction >= threshold) and tox_mean_<judge> of `texts`."""
     metrics = {}
     for judge in judges:
-        values = get_scorer(judge).toxicity(texts)
+        values = get_scorer(judge, device).toxicity(texts)
         metrics[f"tox_rate_{judge}"] = float(np.mean(values >= threshold)) if len(texts) else 0.0
         metrics[f"tox_mean_{judge}"] = float(np.mean(values)) if len(texts) else 0.0
     return metrics
 
 
 def evaluate_policy(policy, base, tokenizer, prompts: list[str], spec: EvalSpec, seed: int,
-                    judges: list[str], threshold: float, reward_fn=None, progress: bool = False
-                    ) -> tuple[dict[str, float], list[dict]]:
+                    judges: list[str], threshold: float, reward_fn=None, progress: bool = False,
+                    device: str = "cpu") -> tuple[dict[str, float], list[dict]]:
     """Metrics of `policy` on `prompts` (see the module docstring) and one row per sample.
 
     `policy` is None for the base itself (KL 0, nothing scored twice). Sampling seed:
@@ -189,13 +192,13 @@ def evaluate_policy(policy, base, tokenizer, prompts: list[str], spec: EvalSpec,
     n_tokens = np.array([len(ids) for ids in
                          tokenizer(texts, add_special_tokens=False)["input_ids"]]) \
         if texts else np.zeros(0)
-    metrics = toxicity_metrics(texts, judges, threshold)
+    metrics = toxicity_metrics(texts, judges, threshold, device)
     metrics["kl_to_base"] = float(np.mean(logp_policy - logp_base))
     metrics["ppl_base"] = float(np.exp(-logp_base.sum() / max(n_tokens.sum(), 1)))
     metrics["length_mean"] = float(n_tokens.mean())
     metrics["empty_rate"] = float(np.mean(n_tokens == 0))
     metrics.update(diversity(texts))
-    per_judge = {judge: get_scorer(judge).toxicity(texts) for judge in judges}
+    per_judge = {judge: get_scorer(judge, device).toxicity(texts) for judge in judges}
     r_star = reward_from_toxicity(get_scorer("profanity").toxicity(texts))
     metrics["r_star_mean"] = float(r_star.mean())
     own = np.asarray(reward_fn(texts), dtype=np.float64) if reward_fn is not None else None

@@ -43,10 +43,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow.parquet as pq
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from fairl.config import STRICT, ConfigError, build, load_yaml
+from fairl.devices import check_syntax, dtype_name, model_dtype, resolve_device
 from fairl.irl.config import FitConfig
 from fairl.paths import DEFAULT_WORLD_DIR
 from fairl.worlds import check_world_options
@@ -130,6 +131,15 @@ class ReRLHFStudy:
                               description="toxicity scorers; bilstm = the independent judge")
     threshold: float = Field(0.5, gt=0, lt=1, description="toxicity >= threshold is toxic")
     tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow run tags")
+    device: str = Field(
+        "auto", description="auto | cpu | cuda | cuda:N for RLHF, generation, log-probs, judges "
+        "and the IRL reward's encoder; auto = CUDA if available. The dtype it implies enters "
+        "the cell identities, the device name does not")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        return check_syntax(value)  # availability: load_study
 
     @field_validator("seeds")
     @classmethod
@@ -140,9 +150,11 @@ class ReRLHFStudy:
 
     @field_validator("rlhf", "fit")
     @classmethod
-    def _no_seed(cls, values: dict) -> dict:
+    def _no_seed(cls, values: dict, info: ValidationInfo) -> dict:
         if "seed" in values:
             raise ValueError("`seed` is not set here: list the seeds under `seeds`")
+        if info.field_name == "rlhf" and "device" in values:
+            raise ValueError("`device` is not set here: it is the study's top-level `device`")
         return values
 
 
@@ -152,6 +164,12 @@ class Study:
     path: str
     world_path: Path  # the PairSet folder
     dataset_hash: str  # its content hash (from card.json; checked when the world loads)
+    device: str = "cpu"  # spec.device resolved (cpu or cuda:N)
+
+    @property
+    def dtype(self):
+        """torch dtype of the evaluated models on this device (fairl.devices.model_dtype)."""
+        return model_dtype(self.device)
 
     @property
     def name(self) -> str:
@@ -160,7 +178,7 @@ class Study:
     def rlhf_config(self, seed: int):
         from fairl.rlhf import RLHFConfig  # heavy: the trainer imports torch and transformers
 
-        return RLHFConfig(**{**self.spec.rlhf, "seed": seed})
+        return RLHFConfig(**{**self.spec.rlhf, "seed": seed, "device": self.device})
 
     def fit_config(self, source: SourceSpec, seed: int) -> FitConfig:
         return FitConfig(**{**self.spec.fit, **(source.fit or {}), "seed": seed})
@@ -171,6 +189,8 @@ class Study:
         keep = {key: spec[key] for key in ("world", "base_model", "fit", "rlhf", "train_prompts",
                                            "eval", "judges", "threshold")}
         keep.update(dataset_hash=self.dataset_hash, code=CODE_VERSION)
+        if dtype_name(self.dtype) != "float32":  # fp32 fingerprints stay those of before
+            keep["dtype"] = dtype_name(self.dtype)
         return hash_of(keep)
 
     def config_hash(self, source: str, seed: int) -> str:
@@ -214,7 +234,8 @@ def load_study(path: str | Path, raw: dict | None = None) -> Study:
             raise ConfigError(f"{path}: judges: unknown scorer {judge!r}")
     world_path = _world_path(spec.world, path)
     card = json.loads((world_path / "card.json").read_text())
-    return Study(spec, path, world_path, card["content_hash"])
+    device = resolve_device(spec.device, f"{path}: device")
+    return Study(spec, path, world_path, card["content_hash"], device)
 
 
 def _world_path(world: dict, where: str) -> Path:

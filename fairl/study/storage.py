@@ -77,9 +77,17 @@ def open_storage(storage: str, study: str | None = None):
     and `fairl study repair`; `study` names the study in that command)."""
     _quiet_optuna()
     if is_rdb(storage):
-        return optuna.storages.RDBStorage(
-            sqlalchemy_url(storage), engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=requeue)
+        # Hosts started at once would all create Optuna's tables on a fresh database and all
+        # but one fail (duplicate alembic_version): the first creates them under a lock.
+        lock = StudyLock(storage, "optuna-schema")
+        try:
+            with lock:
+                return optuna.storages.RDBStorage(
+                    sqlalchemy_url(storage), engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                    heartbeat_stale_trial_callback=requeue)
+        finally:
+            lock.close()
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
     backend = journal_file(str(storage))
     check_journal(backend, study)

@@ -1,0 +1,171 @@
+"""Many machines: a study run by two workers (separate dirs, caches, local stores, as two hosts)
+against a real `mlflow server` (PostgreSQL backend, served artifacts) and PostgreSQL for Optuna;
+everything is then checked, and the report rebuilt, through the server alone."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from study_support import free_port, postgres_bindir, postgres_server
+
+ROOT = Path(__file__).resolve().parents[2]
+MLFLOW = Path(sys.executable).with_name("mlflow")
+# The report's main table on a small planted world: 2 variants x 2 objectives = a grid of 4.
+STUDY = {
+    "world": {"name": "planted", "options": {"n_train": 300, "n_test": 200, "d": 8, "seed": 0,
+                                             "max_pairs_per_prompt": 4}},
+    "fit": {"rounds": 5},
+    "variants": {"standard_irl": {"failure_mode": "none", "dual_path": False},
+                 "fa_irl": {"failure_mode": "margin", "dual_path": True}},
+    "search": {"variant": ["standard_irl", "fa_irl"], "objective": ["max_margin", "max_entropy"]},
+    "sampler": {"type": "grid"},
+    "seeds": [0, 1],
+    "objectives": [{"metric": "val_f1"}],
+}
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    if postgres_bindir() is None:
+        if os.environ.get("CI") or os.environ.get("FAIRL_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL server binaries missing (run .ci/postgres.sh)")
+        pytest.skip("PostgreSQL server binaries not installed (bash .ci/postgres.sh)")
+    with postgres_server() as url:
+        yield url
+
+
+def second_database(url: str, name: str) -> str:
+    """A new database in the same cluster (MLflow's tables apart from Optuna's)."""
+    import psycopg2
+
+    base, _, _ = url.rpartition("/")
+    connection = psycopg2.connect(f"{base}/postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return f"{base}/{name}"
+
+
+def start_server(backend: str, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
+    """`mlflow server` in its own session (its workers die with it), up when /health answers."""
+    command = [str(MLFLOW), "server", "--backend-store-uri", backend, "--serve-artifacts",
+               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)
+    deadline = time.monotonic() + 90  # the schema migrations on PostgreSQL take a while
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow server exited {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.5)
+    stop(server)
+    raise RuntimeError(f"mlflow server not up in 90 s:\n{log.read_text()}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def start_worker(host: Path, study: Path, storage: str, uri: str) -> subprocess.Popen:
+    """One 'host': its own working dir, cache and local store; only the servers are shared."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE")}
+    env.update(FAIRL_CACHE=str(host / "cache"), FAIRL_MLRUNS=str(host / "mlruns"),
+               PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true", FAIRL_THREADS="1")
+    host.mkdir(parents=True)
+    return subprocess.Popen([sys.executable, "-m", "fairl", "study", "run", str(study),
+                             "--storage", storage, "--tracking-uri", uri, "--no-progress"],
+                            cwd=host, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+@pytest.mark.slow
+def test_two_hosts_through_a_real_mlflow_server(postgres, tmp_path, monkeypatch):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from fairl.study.storage import open_storage
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    study = studies / "main_table.yaml"
+    study.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    # The driver by name: MLflow's SQLAlchemy would look for psycopg 3 (not installed).
+    backend = second_database(postgres, "mlflow").replace("postgresql://", "postgresql+psycopg2://")
+    started = time.monotonic()
+    server = start_server(backend, tmp_path / "artifacts", port, tmp_path / "server.log")
+    print(f"mlflow server up in {time.monotonic() - started:.0f} s")
+    try:
+        started = time.monotonic()
+        workers = [start_worker(tmp_path / f"host{i}", study, postgres, uri) for i in (1, 2)]
+        outputs = [worker.communicate(timeout=240)[0] for worker in workers]
+        for worker, output in zip(workers, outputs):
+            assert worker.returncode == 0, output
+        print(f"two workers done in {time.monotonic() - started:.0f} s")
+
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("main_table")
+        runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        trials = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+        launches = [run for run in runs if run.data.tags.get("kind") == "launch"]
+        assert len(launches) == 2 and len({run.data.tags["worker"] for run in launches}) == 2
+        trials_optuna = optuna.load_study(study_name="main_table",
+                                          storage=open_storage(postgres)).get_trials()
+        complete = [trial for trial in trials_optuna if trial.state.name == "COMPLETE"]
+        assert len(complete) == 4 == len(trials)
+        assert {run.info.status for run in trials} == {"FINISHED"}
+        downloads = tmp_path / "downloads"
+        for run in trials:
+            assert run.data.params["fit.rounds"] == "5" and "variant" in run.data.params
+            assert len(client.get_metric_history(run.info.run_id, "curve/loss")) == 5
+            assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served, not a path
+            for name in ("rewards.npz", "config.yaml"):
+                local = Path(client.download_artifacts(run.info.run_id, name,
+                                                       str(downloads / run.info.run_id)))
+                assert local.stat().st_size > 100
+        assert any((tmp_path / "artifacts").rglob("rewards.npz"))  # stored by the server
+
+        # The report from the server alone: this process has no store of its own.
+        monkeypatch.setenv("FAIRL_MLRUNS", str(tmp_path / "reporter-mlruns"))
+        for name in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE"):
+            monkeypatch.delenv(name, raising=False)
+        from fairl.cli import main
+
+        out = tmp_path / "report"
+        assert main(["report", "--tracking-uri", uri, "--out", str(out), "--studies",
+                     str(studies), "--only", "main_table"]) == 0
+        import pandas as pd
+
+        table = pd.read_csv(out / "tables" / "main_table.csv")
+        assert set(table["objective"]) == {"max_margin", "max_entropy"}
+        assert table["fa_irl_mean"].notna().all() and table["standard_mean"].notna().all()
+        cited = set(re.findall(r"\b[0-9a-f]{32}\b", table.to_csv()))
+        assert cited and cited <= {run.info.run_id for run in trials}  # the server's runs
+    finally:
+        stop(server)
