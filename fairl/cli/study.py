@@ -8,7 +8,7 @@ from pathlib import Path
 from fairl.config import ConfigError
 from fairl.paths import redact
 from fairl.runs.store import resolve_tracking_uri
-from fairl.runs.ui import serve_ui
+from fairl.runs.ui import interrupt_on_sigterm, serve_ui
 
 
 def cmd_study_run(args) -> int:
@@ -59,7 +59,12 @@ def cmd_dashboard(args) -> int:
         raise ConfigError(f"--storage {storage}: no study storage yet (run a study first)")
     print(f"optuna-dashboard for {redact(storage)} on http://{args.host}:{args.port} "
           "(Ctrl-C to stop)", flush=True)
-    run_server(open_storage(storage), host=args.host, port=args.port)
+    # SIGTERM as Ctrl-C: the server's socket closes on the way out, like on SIGINT.
+    with interrupt_on_sigterm():
+        try:
+            run_server(open_storage(storage), host=args.host, port=args.port)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
