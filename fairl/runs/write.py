@@ -139,6 +139,28 @@ def log_text(uri: str, run_id: str, text: str | bytes, path: str) -> None:
         client(uri).log_text(run_id, text, path)
 
 
+def log_world_inputs(uri: str, run_id: str, world: str, dataset_hash: str,
+                     splits: dict[str, int], source: dict[str, Any]) -> None:
+    """The world as MLflow dataset inputs: one per split, digest = the world's content hash.
+
+    `splits` maps an MLflow context (train, validation, test) to its pair count. One dataset
+    per split (named `<world>/<context>`): a run holds a dataset once, whatever its context.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag  # heavy: see store.client
+
+    schema = json.dumps({"mlflow_colspec": [
+        {"type": "string", "name": name, "optional": True}
+        for name in ("prompt", "text_T", "text_NT")] + [
+        {"type": "double", "name": name, "optional": True} for name in ("gt_T", "gt_NT")]})
+    inputs = [DatasetInput(
+        Dataset(f"{world}/{context}", dataset_hash[:36], "fairl_world",
+                json.dumps(source, sort_keys=True, default=str), schema,
+                json.dumps({"num_rows": count})),
+        [InputTag("mlflow.data.context", context)])
+        for context, count in splits.items()]
+    client(uri).log_inputs(run_id, datasets=inputs)
+
+
 def end_run(uri: str, run_id: str, status: str = FINISHED) -> None:
     client(uri).set_terminated(run_id, status)
 

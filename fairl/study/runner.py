@@ -288,12 +288,13 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
             "optuna_study": study.name, "optuna_storage": redact(context.storage),
             "worker": worker_identity(), "seed": ",".join(map(str, spec.seeds)),
             "world": spec.world["name"], **context.env_tags, **spec.tags}
-    run_id = runs.start_run(uri, context.experiment, f"trial-{trial.number:04d}", tags,
+    values = suggest(trial, study.space)
+    run_id = runs.start_run(uri, context.experiment, trial_run_name(values, trial.number), tags,
                             parent_run_id=context.launch_run)
     trial.set_user_attr("mlflow_run_id", run_id)
     config = None
     try:
-        config = resolve(spec, suggest(trial, study.space))
+        config = resolve(spec, values)
         trial.set_user_attr("config_id", config.config_id)
         metrics, curves, artifacts, world = evaluate(config, spec.top_failures,
                                                      spec.curve_points)
@@ -304,6 +305,8 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
             raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
         log_trial(uri, run_id, config, metrics, curves, artifacts,
                   {"dataset_hash": world.dataset_hash})
+        runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
+                              world_splits(world), spec.world)
         runs.end_run(uri, run_id, runs.FINISHED)
     except Exception as error:
         _fail_trial(trial, study.name, uri, run_id, config, error)
@@ -313,6 +316,29 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
         raise
     return values[0] if len(values) == 1 else values
+
+
+def trial_run_name(values: dict[str, Any], number: int, width: int = 60) -> str:
+    """`fa_irl · max_margin · lam0=10 #12`: what the trial searched, then its number."""
+    parts = []
+    for name, value in values.items():
+        short = name.rsplit(".", 1)[-1]
+        if isinstance(value, str) or short == "variant":  # a choice's name says itself
+            parts.append(str(value))
+        else:
+            parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
+    label = " · ".join(parts) or "base"
+    if len(label) > width:
+        label = label[:width - 1] + "…"
+    return f"{label} #{number}"
+
+
+def world_splits(world) -> dict[str, int]:
+    """MLflow dataset contexts of a world's splits -> pair counts."""
+    splits = {"train": len(world.train), "test": len(world.test)}
+    if world.validation is not None:
+        splits["validation"] = len(world.validation)
+    return splits
 
 
 def _objective_value(metrics: dict[str, float], metric: str, world: str) -> float:

@@ -240,6 +240,21 @@ def test_smoke_study_end_to_end(store):
         config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml"))
                                 .read_text())
         assert config["fit"]["lr"] == pytest.approx(float(params["fit.lr"]))
+    # The MLflow UI: the experiment opens on its runs, runs say what differs, the world is input.
+    experiment = client.get_experiment_by_name("smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = [run.info.run_name for run in finished]
+    assert len(set(names)) == 4, names
+    for run in finished:
+        name, tags = run.info.run_name, run.data.tags
+        assert name.startswith(run.data.params["variant"] + " · ") and " · lr=" in name, name
+        assert name.endswith(f" #{tags['trial_number']}"), name
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        contexts = {i.tags[0].value: i.dataset for i in inputs}
+        assert set(contexts) == {"train", "validation", "test"}, contexts
+        assert {d.digest for d in contexts.values()} == {tags["dataset_hash"][:36]}
+        assert contexts["test"].name == "planted/test"
+        assert json.loads(contexts["test"].profile)["num_rows"] == 300
     launches = [run for run in runs_of(uri, "smoke") if run.data.tags.get("kind") == "launch"]
     assert len(launches) == 1 and launches[0].info.status == write.FINISHED
     launch = launches[0]
