@@ -45,6 +45,24 @@ def cmd_study_status(args) -> int:
     return 0
 
 
+def cmd_study_best(args) -> int:
+    from fairl.study.status import best_trial_run  # heavy: optuna, mlflow
+
+    best = best_trial_run(args.study, args.storage)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    print(f"{best['study']}: best trial {best['number']} {best['values']} run {best['run_id']}")
+    model_uri = f"runs:/{best['run_id']}/reward"
+    print(f"  reward model: {model_uri}")
+    if args.register:
+        from fairl.models import register_reward  # heavy: mlflow
+
+        name = args.name or best["study"]
+        version = register_reward(uri, best["run_id"], name, args.alias)
+        where = f"models:/{name}@{args.alias}" if args.alias else f"models:/{name}/{version}"
+        print(f"  registered {name} version {version}: {where}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     return serve_ui(resolve_tracking_uri(args.tracking_uri), args.host, args.port)
 
@@ -100,6 +118,17 @@ def add_commands(commands) -> None:
     status.add_argument("study", metavar="NAME|STUDY.yaml")
     status.add_argument("--storage", help=storage_help)
     status.set_defaults(handler=cmd_study_status)
+
+    best = study_commands.add_parser(
+        "best", help="the best trial and its reward model; --register puts it in the registry")
+    best.add_argument("study", metavar="NAME|STUDY.yaml")
+    best.add_argument("--storage", help=storage_help)
+    best.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
+    best.add_argument("--register", action="store_true",
+                      help="register the best trial's reward model in the Model Registry")
+    best.add_argument("--name", help="registered model name (default: the study's name)")
+    best.add_argument("--alias", help="alias for the new version, e.g. champion")
+    best.set_defaults(handler=cmd_study_best)
 
     ui = commands.add_parser("ui", help="the MLflow UI on the tracking store",
                              description="Serve the MLflow UI (default store mlruns/mlflow.db).")

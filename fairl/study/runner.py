@@ -296,15 +296,16 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
     try:
         config = resolve(spec, values)
         trial.set_user_attr("config_id", config.config_id)
-        metrics, curves, artifacts, world = evaluate(config, spec.top_failures,
-                                                     spec.curve_points)
+        metrics, curves, artifacts, world, results = evaluate(config, spec.top_failures,
+                                                              spec.curve_points)
         values = [_objective_value(metrics, metric, spec.world["name"])
                   for metric in spec.metrics]
         bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
         log_trial(uri, run_id, config, metrics, curves, artifacts,
-                  {"dataset_hash": world.dataset_hash})
+                  {"dataset_hash": world.dataset_hash},
+                  reward=(results, best_seed(metrics, config.seeds, spec), world))
         runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
                               world_splits(world), spec.world)
         runs.end_run(uri, run_id, runs.FINISHED)
@@ -350,7 +351,7 @@ def _objective_value(metrics: dict[str, float], metric: str, world: str) -> floa
 
 
 def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | None = None):
-    """Fit the configuration on every seed; returns (metrics, curves, artifacts, world)."""
+    """Fit the configuration on every seed: (metrics, curves, artifacts, world, results)."""
     world = load_world(config.world.name, config.world.options)
     per_seed: dict[int, dict[str, float]] = {}
     histories, failures, results = {}, {}, {}
@@ -380,7 +381,15 @@ def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | No
     artifacts = {"history.csv": runs.history_csv(histories),
                  "failures.csv": runs.failures_csv(failures),
                  "rewards.npz": runs.rewards_npz(results, world.test)}
-    return metrics, curves, artifacts, world
+    return metrics, curves, artifacts, world, results
+
+
+def best_seed(metrics: dict[str, float], seeds: list[int], spec) -> int:
+    """The seed whose first objective metric is best (the one a reward model scores with)."""
+    key, sign = spec.metrics[0], 1 if spec.directions[0] == "maximize" else -1
+    scored = [(sign * metrics.get(f"seed_{seed}/{key}", -math.inf * sign), -i, seed)
+              for i, seed in enumerate(seeds)]
+    return max(scored)[2] if len(seeds) > 1 else seeds[0]
 
 
 def _config_tags(config: TrialConfig) -> tuple[dict[str, str], dict[str, str]]:
@@ -392,9 +401,21 @@ def _config_tags(config: TrialConfig) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def log_trial(uri: str, run_id: str, config: TrialConfig, metrics, curves, artifacts,
-              extra_tags: dict[str, str]) -> None:
-    """Params, final metrics, curves and tags in one batch, then the artifacts."""
+              extra_tags: dict[str, str], reward=None) -> None:
+    """Params, final metrics, curves and tags in one batch, the artifacts, the reward model.
+
+    `reward`: (seed -> FitResult, best seed, world), logged as pyfunc model `reward`.
+    """
     params, tags = _config_tags(config)
+    if reward is not None:
+        from fairl.models import log_reward_model  # heavy: mlflow.pyfunc
+
+        results, seed, world = reward
+        texts = world.train.text_T is not None
+        encoder = world.info.get("encoder", "minilm") if texts else None
+        example = world.train.text_T[:2] if texts else world.train.h_T[:2]
+        extra_tags = {**extra_tags, "reward_best_seed": str(seed), "reward_model_uri":
+                      log_reward_model(uri, run_id, results, seed, encoder, example)}
     runs.log_run(uri, run_id, params=params, metrics=metrics, curves=curves,
                  tags={**tags, **extra_tags})
     artifacts = {**artifacts, "config.yaml": yaml.safe_dump(config.as_dict(), sort_keys=False)}
