@@ -15,7 +15,12 @@ whole configuration evaluated on every seed of the study:
   round), failures.csv (top-k pairs by rounds spent in F_t, with r* of both outputs and text
   when the world has them), rewards.npz (each seed's fitted heads and its rewards of every
   held-out output, with r*: what reports/ plots without loading the world; ~8 bytes per test
-  pair and seed); a failed trial adds traceback.txt and the tag `error`, and ends FAILED.
+  pair and seed); a failed trial adds traceback.txt and the tag `error`, and ends FAILED;
+* the reward as an MLflow pyfunc model `reward` (fairl.models; every seed's heads, the best
+  seed by default; its URI in the tag reward_model_uri) and the world as dataset inputs
+  `<world>/<train|validation|test>` with the content hash as digest;
+* names: `<variant> · <searched values> #<trial number>`; the experiment's
+  mlflow.experimentKind makes MLflow 3 open on the runs table.
 Logging goes through `MlflowClient.log_batch` (one call per run; a per-point loop is ~30x
 slower). mlflow is imported lazily: it costs ~2 s.
 """
