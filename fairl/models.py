@@ -8,6 +8,7 @@ loading needs fairl installed. Worlds without text (planted) take embeddings, co
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -121,11 +122,9 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
         pd.DataFrame(np.asarray(example, np.float32), columns=[f"h{i}" for i in range(dim)])
     client(uri)  # WAL and schema for a SQLite store, as every other fairl write
     mlflow.set_tracking_uri(uri)
-    quiet = logging.getLogger("mlflow.pyfunc")
-    level = quiet.level
     # Its notes on cloudpickle and on predict's type hints say nothing about this model.
-    quiet.setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), \
+            _quiet(logging.getLogger("mlflow.pyfunc")):
         warnings.simplefilter("ignore", UserWarning)
         heads = Path(folder, HEADS_FILE)
         heads.write_bytes(heads_bytes(results))
@@ -139,8 +138,17 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
             pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
             metadata={"encoder": encoder or "none", "best_seed": best_seed,
                       "seeds": sorted(results)})
-    quiet.setLevel(level)
     return info.model_uri
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def load_reward(model_uri: str, tracking_uri: str | None = None) -> RewardModel:
