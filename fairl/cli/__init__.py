@@ -12,7 +12,7 @@ import os
 import sys
 
 from fairl import __version__
-from fairl.cli import demo, fit, report, rerlhf, study, world
+from fairl.cli import demo, fit, report, rerlhf, score, study, world
 from fairl.config import ConfigError
 from fairl.paths import StoreError
 
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_commands(commands)  # fit
     demo.add_commands(commands)  # demo
     world.add_commands(commands)  # world build|info
-    study.add_commands(commands)  # study run|list|status, ui, dashboard
+    study.add_commands(commands)  # study run|list|status|best, ui, dashboard
+    score.add_commands(commands)  # score
     report.add_commands(commands)  # report
     rerlhf.add_commands(commands)  # rerlhf run|status
     return parser

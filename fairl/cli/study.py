@@ -9,7 +9,7 @@ from pathlib import Path
 from fairl.config import ConfigError
 from fairl.paths import redact
 from fairl.runs.store import resolve_tracking_uri
-from fairl.runs.ui import serve_ui
+from fairl.runs.ui import interrupt_on_sigterm, serve_ui
 
 
 def cmd_study_run(args) -> int:
@@ -58,6 +58,24 @@ def cmd_study_repair(args) -> int:
     return 0
 
 
+def cmd_study_best(args) -> int:
+    from fairl.study.status import best_trial_run  # heavy: optuna, mlflow
+
+    best = best_trial_run(args.study, args.storage)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    print(f"{best['study']}: best trial {best['number']} {best['values']} run {best['run_id']}")
+    model_uri = f"runs:/{best['run_id']}/reward"
+    print(f"  reward model: {model_uri}")
+    if args.register:
+        from fairl.models import register_reward  # heavy: mlflow
+
+        name = args.name or best["study"]
+        version = register_reward(uri, best["run_id"], name, args.alias)
+        where = f"models:/{name}@{args.alias}" if args.alias else f"models:/{name}/{version}"
+        print(f"  registered {name} version {version}: {where}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     return serve_ui(resolve_tracking_uri(args.tracking_uri), args.host, args.port)
 
@@ -72,7 +90,12 @@ def cmd_dashboard(args) -> int:
         raise ConfigError(f"--storage {storage}: no study storage yet (run a study first)")
     print(f"optuna-dashboard for {redact(storage)} on http://{args.host}:{args.port} "
           "(Ctrl-C to stop)", flush=True)
-    run_server(open_storage(storage), host=args.host, port=args.port)
+    # SIGTERM as Ctrl-C: the server's socket closes on the way out, like on SIGINT.
+    with interrupt_on_sigterm():
+        try:
+            run_server(open_storage(storage), host=args.host, port=args.port)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -118,6 +141,17 @@ def add_commands(commands) -> None:
     repair.add_argument("--storage", help=storage_help)
     repair.add_argument("--tracking-uri", help="MLflow tracking URI of the study's runs")
     repair.set_defaults(handler=cmd_study_repair)
+
+    best = study_commands.add_parser(
+        "best", help="the best trial and its reward model; --register puts it in the registry")
+    best.add_argument("study", metavar="NAME|STUDY.yaml")
+    best.add_argument("--storage", help=storage_help)
+    best.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
+    best.add_argument("--register", action="store_true",
+                      help="register the best trial's reward model in the Model Registry")
+    best.add_argument("--name", help="registered model name (default: the study's name)")
+    best.add_argument("--alias", help="alias for the new version, e.g. champion")
+    best.set_defaults(handler=cmd_study_best)
 
     ui = commands.add_parser("ui", help="the MLflow UI on the tracking store",
                              description="Serve the MLflow UI (default store mlruns/mlflow.db).")

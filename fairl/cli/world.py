@@ -41,6 +41,22 @@ def record_world_build(pairset, tracking_uri: str | None) -> str:
         texts={"card.json": json.dumps(card, indent=1, ensure_ascii=False)})
 
 
+def cmd_world_import(args: argparse.Namespace) -> int:
+    from fairl.data.importer import Columns, import_world  # heavy: datasets, judges
+
+    rewards = None
+    if args.reward_cols:
+        rewards = tuple(part.strip() for part in args.reward_cols.split(","))
+        if len(rewards) != 2 or not all(rewards):
+            raise ConfigError(f"--reward-cols {args.reward_cols}: two names, r_T,r_NT")
+    columns = Columns(args.prompt_col, args.aligned_col, args.base_col, args.id_col, rewards)
+    pairset = import_world(args.source, args.out, args.format, columns, args.name)
+    print(f"imported {len(pairset)} pairs from {args.source} into {args.out} "
+          f"(content hash {pairset.content_hash[:19]})")
+    print(f"use it: world: {{name: pairset, options: {{path: {args.out}}}}}")
+    return cmd_world_info(argparse.Namespace(path=str(args.out), card=False))
+
+
 def cmd_world_info(args: argparse.Namespace) -> int:
     from fairl.data.pairset import PairSet, card_markdown, world_summary  # heavy: torch scorers
 
@@ -71,6 +87,24 @@ def add_commands(commands) -> None:
     world_build.add_argument("--out", help="output folder (default: the embedded world's)")
     world_build.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
     world_build.set_defaults(handler=cmd_world_build)
+    imp = world_commands.add_parser(
+        "import", help="your own pairs (CSV, JSONL, Parquet, HF dataset) as a pairset world",
+        description="Read prompt / aligned output / base output rows, check them (errors name "
+                    "the row or column), score them with the judges (or keep --reward-cols) "
+                    "and save a PairSet with its card: world {name: pairset, options: "
+                    "{path: DIR}}.")
+    imp.add_argument("source", metavar="SRC", help="file, save_to_disk folder or hub name")
+    imp.add_argument("--out", required=True, metavar="DIR", help="PairSet folder to write")
+    imp.add_argument("--format", choices=["csv", "jsonl", "parquet", "hf"],
+                     help="default: from the file name (a folder: hf)")
+    imp.add_argument("--prompt-col", default="prompt")
+    imp.add_argument("--aligned-col", default="o_T", help="the aligned (preferred) output")
+    imp.add_argument("--base-col", default="o_NT", help="the base output")
+    imp.add_argument("--id-col", help="a unique row id, kept as source_id")
+    imp.add_argument("--reward-cols", metavar="R_T,R_NT",
+                     help="given r* of both outputs (default: scored by the judges)")
+    imp.add_argument("--name", help="world name in the card (default: the source's name)")
+    imp.set_defaults(handler=cmd_world_import)
     world_info = world_commands.add_parser(
         "info", help="print a world's card: sizes, T→NT, toxicity before/after, KL, build time")
     world_info.add_argument("--path", help="PairSet folder (default: the embedded world)")

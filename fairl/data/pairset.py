@@ -135,12 +135,14 @@ class PairSet:
         notes: Sequence[str] = (),
         build_seconds: float | None = None,
         device: str = "cpu",
+        given_rewards: bool = False,
     ) -> PairSet:
         """Score, label and split generated pairs.
 
         `rows`: mappings (or a pandas DataFrame) with ``prompt``, ``o_T``, ``o_NT`` and
         optionally ``prompt_id``, ``prompt_source``, ``is_toxic_prompt``, ``sample_index``
-        (default: order within the prompt) and ``logp_*`` floats. `models`,
+        (default: order within the prompt), ``source_id``, ``logp_*`` floats, and with
+        `given_rewards` the rows' own r* as ``r_T``, ``r_NT`` (judges still label). `models`,
         `build_config` and `notes` go into the card verbatim (what was generated, how).
         `device` places the neural judges (fairl.devices).
         """
@@ -151,13 +153,16 @@ class PairSet:
         frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         frame = _identify_rows(frame, split_fractions)
         judges = list(dict.fromkeys([reward_scorer, *judges]))
+        given = frame[["r_T", "r_NT"]].astype("float64") if given_rewards else None
         versions = _score_rows(frame, judges, reward_scorer, threshold, device)
+        if given is not None:
+            frame[["r_T", "r_NT"]] = given
 
         logp = sorted(c for c in frame.columns if c.startswith("logp_"))
         columns = ["pair_id", "prompt_id", "prompt", "prompt_source", "is_toxic_prompt", "split",
                    "sample_index", "o_T", "o_NT",
                    *[f"tox_{side}_{j}" for j in judges for side in ("T", "NT")],
-                   "r_T", "r_NT", "tnt", *logp]
+                   "r_T", "r_NT", "tnt", *logp, *[c for c in ["source_id"] if c in frame]]
         frame = frame[columns].sort_values(["prompt_id", "sample_index"], kind="stable")
         splits = datasets.DatasetDict({
             split: datasets.Dataset.from_pandas(frame[frame["split"] == split],
@@ -166,6 +171,8 @@ class PairSet:
         })
         card = _card(name, models, build_config, reward_scorer, threshold, split_fractions,
                      versions, notes)
+        if given_rewards:
+            card["labelling"]["reward"] = "r* given by the source rows (r_T, r_NT)"
         pairset = cls(splits, card)
         build_time = (build_seconds or 0.0) + (time.perf_counter() - started)
         pairset.card.update(pairset.describe(judges, reward_scorer, threshold))
@@ -232,6 +239,13 @@ class PairSet:
             self.card["files"][path.name] = {"rows": len(ds), "bytes": path.stat().st_size}
         (directory / "card.json").write_text(json.dumps(self.card, indent=1, ensure_ascii=False))
         (directory / "README.md").write_text(card_markdown(self.card))
+        return directory
+
+    def export_hf(self, directory: str | Path) -> Path:
+        """The splits as a Hugging Face `datasets` folder (`load_from_disk`), fairl_card.json in it."""
+        directory = Path(directory)
+        self.splits.save_to_disk(str(directory))
+        (directory / "fairl_card.json").write_text(json.dumps(self.card, indent=1, ensure_ascii=False))
         return directory
 
     @classmethod

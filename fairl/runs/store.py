@@ -155,6 +155,11 @@ def _fast_sqlite(database: Path) -> None:
         pass
 
 
+# MLflow 3's UI opens an experiment by its kind; without it, on the GenAI (traces) overview.
+# fairl's experiments hold training runs: "custom_model_development" opens the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(uri: str, name: str, tags: dict[str, str] | None = None) -> str:
     """Id of experiment `name`, created (artifacts under the store's artifact root) if missing."""
     from mlflow.exceptions import MlflowException  # heavy: see client()
@@ -162,11 +167,15 @@ def experiment_id(uri: str, name: str, tags: dict[str, str] | None = None) -> st
     mlflow_client = client(uri)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if "mlflow.experimentKind" not in experiment.tags:  # made before fairl set the kind
+            for key, value in EXPERIMENT_KIND.items():
+                mlflow_client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     root = artifact_root(uri)
     location = Path(root, name).as_uri() if root else None
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location, tags=tags)
+        return mlflow_client.create_experiment(name, artifact_location=location,
+                                               tags={**(tags or {}), **EXPERIMENT_KIND})
     except MlflowException:  # another process created it first
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:

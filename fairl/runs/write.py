@@ -15,7 +15,12 @@ whole configuration evaluated on every seed of the study:
   round), failures.csv (top-k pairs by rounds spent in F_t, with r* of both outputs and text
   when the world has them), rewards.npz (each seed's fitted heads and its rewards of every
   held-out output, with r*: what reports/ plots without loading the world; ~8 bytes per test
-  pair and seed); a failed trial adds traceback.txt and the tag `error`, and ends FAILED.
+  pair and seed); a failed trial adds traceback.txt and the tag `error`, and ends FAILED;
+* the reward as an MLflow pyfunc model `reward` (fairl.models; every seed's heads, the best
+  seed by default; its URI in the tag reward_model_uri) and the world as dataset inputs
+  `<world>/<train|validation|test>` with the content hash as digest;
+* names: `<variant> · <searched values> #<trial number>`; the experiment's
+  mlflow.experimentKind makes MLflow 3 open on the runs table.
 Logging goes through `MlflowClient.log_batch` (one call per run; a per-point loop is ~30x
 slower). mlflow is imported lazily: it costs ~2 s.
 """
@@ -137,6 +142,28 @@ def log_text(uri: str, run_id: str, text: str | bytes, path: str) -> None:
             client(uri).log_artifact(run_id, str(local), None if directory == "." else directory)
     else:
         client(uri).log_text(run_id, text, path)
+
+
+def log_world_inputs(uri: str, run_id: str, world: str, dataset_hash: str,
+                     splits: dict[str, int], source: dict[str, Any]) -> None:
+    """The world as MLflow dataset inputs: one per split, digest = the world's content hash.
+
+    `splits` maps an MLflow context (train, validation, test) to its pair count. One dataset
+    per split (named `<world>/<context>`): a run holds a dataset once, whatever its context.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag  # heavy: see store.client
+
+    schema = json.dumps({"mlflow_colspec": [
+        {"type": "string", "name": name, "optional": True}
+        for name in ("prompt", "text_T", "text_NT")] + [
+        {"type": "double", "name": name, "optional": True} for name in ("gt_T", "gt_NT")]})
+    inputs = [DatasetInput(
+        Dataset(f"{world}/{context}", dataset_hash[:36], "fairl_world",
+                json.dumps(source, sort_keys=True, default=str), schema,
+                json.dumps({"num_rows": count})),
+        [InputTag("mlflow.data.context", context)])
+        for context, count in splits.items()]
+    client(uri).log_inputs(run_id, datasets=inputs)
 
 
 def end_run(uri: str, run_id: str, status: str = FINISHED) -> None:

@@ -26,7 +26,8 @@ from fairl.encode import encode, get_encoder
 from fairl.experiment import WorldSpec, run_experiment
 from fairl.irl import FitConfig, FitResult
 from fairl.metrics import evaluate_reward
-from fairl.runs.read import heads_from_run, param_value
+from fairl.runs.read import heads_from_run, param_value, trial_run
+from fairl.runs.store import client
 from fairl.study.rerlhf_spec import FIT_METRICS, EvalSpec, Study, hash_of
 from fairl.worlds import load_world
 
@@ -69,7 +70,20 @@ class Reward:
 
 
 def irl_heads(uri: str, run_id: str, seed: int) -> tuple[FitResult, Any]:
-    """FitResult (heads only) of seed `seed` from a study trial's rewards.npz, and the run."""
+    """FitResult (heads only) of seed `seed` of a study trial, and the run.
+
+    Through the trial's pyfunc reward model (fairl.models), as `fairl score` reads it; runs
+    logged before the models have only rewards.npz, read directly.
+    """
+    run = trial_run(client(uri).get_run(run_id))
+    if run.tags.get("reward_model_uri"):
+        from fairl.models import load_reward  # heavy: mlflow.pyfunc (~3 s)
+
+        model = load_reward(f"runs:/{run_id}/reward", uri)
+        if seed not in model.results:
+            raise ConfigError(f"run {run_id}: the reward model has seeds "
+                              f"{sorted(model.results)}, not {seed}; set reward_seed")
+        return model.result(seed), run
     heads, run = heads_from_run(uri, run_id, seed)
     fit = {key.removeprefix("fit."): param_value(value)
            for key, value in run.params.items() if key.startswith("fit.")}

@@ -350,22 +350,26 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
             "optuna_study": study.name, "optuna_storage": redact(context.storage),
             "worker": worker_identity(), "seed": ",".join(map(str, spec.seeds)),
             "world": spec.world["name"], **context.env_tags, **spec.tags}
-    run_id = runs.start_run(uri, context.experiment, f"trial-{trial.number:04d}", tags,
+    values = suggest(trial, study.space)
+    run_id = runs.start_run(uri, context.experiment, trial_run_name(values, trial.number), tags,
                             parent_run_id=context.launch_run)
     trial.set_user_attr("mlflow_run_id", run_id)
     config = None
     try:
-        config = resolve(spec, suggest(trial, study.space))
+        config = resolve(spec, values)
         trial.set_user_attr("config_id", config.config_id)
-        metrics, curves, artifacts, world = evaluate(config, spec.top_failures,
-                                                     spec.curve_points)
+        metrics, curves, artifacts, world, results = evaluate(config, spec.top_failures,
+                                                              spec.curve_points)
         values = [_objective_value(metrics, metric, spec.world["name"])
                   for metric in spec.metrics]
         bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
         log_trial(uri, run_id, config, metrics, curves, artifacts,
-                  {"dataset_hash": world.dataset_hash})
+                  {"dataset_hash": world.dataset_hash},
+                  reward=(results, best_seed(metrics, config.seeds, spec), world))
+        runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
+                              world_splits(world), spec.world)
         runs.end_run(uri, run_id, runs.FINISHED)
     except OSError as error:
         if error.errno not in DISK_ERRNOS:
@@ -384,6 +388,29 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
     return values[0] if len(values) == 1 else values
 
 
+def trial_run_name(values: dict[str, Any], number: int, width: int = 60) -> str:
+    """`fa_irl · max_margin · lam0=10 #12`: what the trial searched, then its number."""
+    parts = []
+    for name, value in values.items():
+        short = name.rsplit(".", 1)[-1]
+        if isinstance(value, str) or short == "variant":  # a choice's name says itself
+            parts.append(str(value))
+        else:
+            parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
+    label = " · ".join(parts) or "base"
+    if len(label) > width:
+        label = label[:width - 1] + "…"
+    return f"{label} #{number}"
+
+
+def world_splits(world) -> dict[str, int]:
+    """MLflow dataset contexts of a world's splits -> pair counts."""
+    splits = {"train": len(world.train), "test": len(world.test)}
+    if world.validation is not None:
+        splits["validation"] = len(world.validation)
+    return splits
+
+
 def _objective_value(metrics: dict[str, float], metric: str, world: str) -> float:
     """The trial's mean of an objective metric; a val_* metric needs a validation split."""
     if metric not in metrics:
@@ -393,7 +420,7 @@ def _objective_value(metrics: dict[str, float], metric: str, world: str) -> floa
 
 
 def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | None = None):
-    """Fit the configuration on every seed; returns (metrics, curves, artifacts, world)."""
+    """Fit the configuration on every seed: (metrics, curves, artifacts, world, results)."""
     world = load_world(config.world.name, config.world.options)
     per_seed: dict[int, dict[str, float]] = {}
     histories, failures, results = {}, {}, {}
@@ -423,7 +450,15 @@ def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | No
     artifacts = {"history.csv": runs.history_csv(histories),
                  "failures.csv": runs.failures_csv(failures),
                  "rewards.npz": runs.rewards_npz(results, world.test)}
-    return metrics, curves, artifacts, world
+    return metrics, curves, artifacts, world, results
+
+
+def best_seed(metrics: dict[str, float], seeds: list[int], spec) -> int:
+    """The seed whose first objective metric is best (the one a reward model scores with)."""
+    key, sign = spec.metrics[0], 1 if spec.directions[0] == "maximize" else -1
+    scored = [(sign * metrics.get(f"seed_{seed}/{key}", -math.inf * sign), -i, seed)
+              for i, seed in enumerate(seeds)]
+    return max(scored)[2] if len(seeds) > 1 else seeds[0]
 
 
 def _config_tags(config: TrialConfig) -> tuple[dict[str, str], dict[str, str]]:
@@ -435,9 +470,21 @@ def _config_tags(config: TrialConfig) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def log_trial(uri: str, run_id: str, config: TrialConfig, metrics, curves, artifacts,
-              extra_tags: dict[str, str]) -> None:
-    """Params, final metrics, curves and tags in one batch, then the artifacts."""
+              extra_tags: dict[str, str], reward=None) -> None:
+    """Params, final metrics, curves and tags in one batch, the artifacts, the reward model.
+
+    `reward`: (seed -> FitResult, best seed, world), logged as pyfunc model `reward`.
+    """
     params, tags = _config_tags(config)
+    if reward is not None:
+        from fairl.models import log_reward_model  # heavy: mlflow.pyfunc
+
+        results, seed, world = reward
+        texts = world.train.text_T is not None
+        encoder = world.info.get("encoder", "minilm") if texts else None
+        example = world.train.text_T[:2] if texts else world.train.h_T[:2]
+        extra_tags = {**extra_tags, "reward_best_seed": str(seed), "reward_model_uri":
+                      log_reward_model(uri, run_id, results, seed, encoder, example)}
     runs.log_run(uri, run_id, params=params, metrics=metrics, curves=curves,
                  tags={**tags, **extra_tags})
     artifacts = {**artifacts, "config.yaml": yaml.safe_dump(config.as_dict(), sort_keys=False)}

@@ -15,6 +15,23 @@ from fairl.study.storage import is_rdb, open_storage, resolve_storage, tally
 
 def study_status(name_or_path: str, storage: str | None = None) -> str:
     """Done, running, failed and best trial(s) of one study, as text."""
+    return _describe_study(_load(name_or_path, storage), detail=True)
+
+
+def best_trial_run(name_or_path: str, storage: str | None = None) -> dict:
+    """The best COMPLETE trial (the first of the Pareto front): number, values, MLflow run."""
+    study_obj = _load(name_or_path, storage)
+    if not any(t.state == TrialState.COMPLETE for t in study_obj.get_trials(deepcopy=False)):
+        raise ConfigError(f"study {study_obj.study_name!r}: no complete trial yet")
+    best = study_obj.best_trials[0]
+    metrics = study_obj.user_attrs.get("fairl_metrics") or [
+        f"value{i}" for i in range(len(best.values))]
+    return {"study": study_obj.study_name, "number": best.number,
+            "values": ", ".join(f"{m}={v:.4f}" for m, v in zip(metrics, best.values)),
+            "run_id": best.user_attrs.get("mlflow_run_id")}
+
+
+def _load(name_or_path: str, storage: str | None):
     name = name_or_path
     if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
         name = load_study(name_or_path).name
@@ -26,7 +43,7 @@ def study_status(name_or_path: str, storage: str | None = None) -> str:
     except KeyError:
         raise ConfigError(f"study {name!r}: not found in {redact(storage)} "
                           "(fairl study list shows what is there)") from None
-    return _describe_study(study_obj, detail=True)
+    return study_obj
 
 
 def list_studies(storage: str | None = None) -> str:

@@ -130,21 +130,76 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> 
     raise AssertionError(f"no answer from {url} in {timeout} s")
 
 
-def run_server(command: list[str], url: str, log: Path) -> int:
+def process_table() -> dict[int, tuple[int, int, str, str]]:
+    """pid -> (ppid, session, state, command line) of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        table[int(entry.name)] = (int(stat[1]), int(stat[3]), stat[0], command)
+    return table
+
+
+def process_tree(root: int) -> dict[int, str]:
+    """The live processes below `root` (by parent) or in a session one of them leads."""
+    table = process_table()
+    tree = {root}
+    while True:
+        below = {pid for pid, (ppid, session, _, _) in table.items()
+                 if (ppid in tree or session in tree) and pid not in tree}
+        if not below:
+            return {pid: table[pid][3] for pid in tree if pid in table and table[pid][2] != "Z"}
+        tree |= below
+
+
+def port_free(port: int) -> bool:
+    """A new server can listen on `port` (SO_REUSEADDR, as servers bind: TIME_WAIT is no owner)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:
+            return False
+    return True
+
+
+def run_server(command: list[str], url: str, log: Path, stop: int = signal.SIGTERM,
+               port: int | None = None) -> int:
+    """Start a server, wait for `url` to answer, stop it with `stop`; its whole tree must end."""
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True)
+        tree: dict[int, str] = {}
         try:
-            return wait_for_http(url, process)
+            status = wait_for_http(url, process)
+            time.sleep(2)  # let the server start what it starts after answering (job runners)
+            tree = process_tree(process.pid)
         except AssertionError as error:
             raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
         finally:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(stop)
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+    time.sleep(1)  # a process reparented to init is reaped by it, not by us
+    table = process_table()
+    left = {pid: command for pid, command in tree.items()
+            if pid in table and table[pid][2] != "Z" and table[pid][3] == command}
+    assert not left, f"still running after {signal.Signals(stop).name}: {left}"
+    assert process.returncode == 0, log.read_text()[-3000:]
+    if port is not None:
+        assert port_free(port), f"port {port} still taken"
+    return status
 
 
 FAIRL = [sys.executable, "-c", "import sys; from fairl.cli import main; sys.exit(main())"]
@@ -154,10 +209,46 @@ FAIRL = [sys.executable, "-c", "import sys; from fairl.cli import main; sys.exit
 def test_fairl_ui_serves_the_default_store(store, tmp_path):
     port = free_port()
     status = run_server(FAIRL + ["ui", "--port", str(port)], f"http://127.0.0.1:{port}/",
-                        tmp_path / "ui.log")
+                        tmp_path / "ui.log", port=port)
     assert status == 200
     with pytest.raises(OSError):  # stopped: nothing listens any more
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_fairl_ui_stop_ends_its_whole_tree(store, tmp_path, stop):
+    from fairl.runs import ui
+
+    port = free_port()
+    assert run_server(FAIRL + ["ui", "--port", str(port)], f"http://127.0.0.1:{port}/",
+                      tmp_path / "ui.log", stop=stop, port=port) == 200
+    # MLflow's job runner and its huey consumers are what outlived the server before.
+    assert "huey" not in (tmp_path / "ui.log").read_text()
+    assert ui.NO_JOBS["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_stop_session_kills_a_process_that_left_for_a_session_of_its_own():
+    from fairl.runs import ui
+
+    # A session leader whose child leads a session of its own and ignores SIGTERM.
+    script = ("import subprocess, sys, time; "
+              "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'], "
+              "start_new_session=True); time.sleep(60)")
+    leader = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + 20
+    while len(ui.session_processes(leader.pid)) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    started = ui.session_processes(leader.pid)
+    assert len(started) >= 2, started
+    ui.stop_session(leader.pid, grace=1.0)
+    leader.wait(timeout=10)
+    time.sleep(0.5)
+    assert not ui.session_processes(leader.pid)
+    assert all(not Path(f"/proc/{pid}").exists()
+               or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+               for pid in started)
 
 
 @pytest.mark.slow
@@ -171,5 +262,6 @@ def test_fairl_dashboard_serves_the_study_storage(store, tmp_path):
               progress=False)
     port = free_port()
     status = run_server(FAIRL + ["dashboard", "--port", str(port)],
-                        f"http://127.0.0.1:{port}/dashboard/", tmp_path / "dashboard.log")
+                        f"http://127.0.0.1:{port}/dashboard/", tmp_path / "dashboard.log",
+                        stop=signal.SIGINT, port=port)
     assert status == 200

@@ -177,6 +177,21 @@ def test_irl_reward_scores_texts_like_the_fit_result(tmp_path, world):
     np.testing.assert_allclose(from_run.fn(texts), expected, rtol=1e-5, atol=1e-5)
     assert from_run.tags["reward_run_id"] == run
 
+    # A trial logged with its reward model (no rewards.npz): the heads come through the model.
+    from fairl.models import log_reward_model
+
+    modelled = write.start_run(uri, runs_store.experiment_id(uri, "irl"), "trial",
+                               {"kind": "trial"})
+    write.log_run(uri, modelled, params=write.flatten({"fit": dataclasses.asdict(fitted.config)}),
+                  tags={"reward_model_uri": log_reward_model(uri, modelled, {1: fitted}, 1,
+                                                             "minilm", texts[:2])})
+    write.end_run(uri, modelled)
+    study = rerlhf_spec.load_study(write_study(tmp_path, study_dict(world, sources={
+        "from_model": {"kind": "irl", "run_id": modelled, "reward_seed": 1}})))
+    from_model = rerlhf_eval.make_reward(study, "from_model", 0, uri)
+    np.testing.assert_allclose(from_model.fn(texts), expected, rtol=1e-5, atol=1e-5)
+    assert from_model.reward_id == reward.id
+
 
 def test_diversity_guards():
     assert rerlhf_eval.diversity(["a b a b a b"])["repetition"] == pytest.approx(1 - 2 / 5)

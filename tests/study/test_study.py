@@ -205,7 +205,7 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys, monkeypatch):
 
 # --- end to end ----------------------------------------------------------------------------------
 
-def test_smoke_study_end_to_end(store):
+def test_smoke_study_end_to_end(store, capsys):
     report = run_study(STUDIES / "smoke.yaml", progress=False)
     assert report.status == write.FINISHED
     uri = runs_store.default_tracking_uri()
@@ -240,6 +240,21 @@ def test_smoke_study_end_to_end(store):
         config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml"))
                                 .read_text())
         assert config["fit"]["lr"] == pytest.approx(float(params["fit.lr"]))
+    # The MLflow UI: the experiment opens on its runs, runs say what differs, the world is input.
+    experiment = client.get_experiment_by_name("smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = [run.info.run_name for run in finished]
+    assert len(set(names)) == 4, names
+    for run in finished:
+        name, tags = run.info.run_name, run.data.tags
+        assert name.startswith(run.data.params["variant"] + " · ") and " · lr=" in name, name
+        assert name.endswith(f" #{tags['trial_number']}"), name
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        contexts = {i.tags[0].value: i.dataset for i in inputs}
+        assert set(contexts) == {"train", "validation", "test"}, contexts
+        assert {d.digest for d in contexts.values()} == {tags["dataset_hash"][:36]}
+        assert contexts["test"].name == "planted/test"
+        assert json.loads(contexts["test"].profile)["num_rows"] == 300
     launches = [run for run in runs_of(uri, "smoke") if run.data.tags.get("kind") == "launch"]
     assert len(launches) == 1 and launches[0].info.status == write.FINISHED
     launch = launches[0]
@@ -252,6 +267,43 @@ def test_smoke_study_end_to_end(store):
         launch.data.metrics["reference_oracle_test_starc"])
     assert all(run.data.tags["mlflow.parentRunId"] == launches[0].info.run_id for run in finished)
     assert "smoke: 4/4 done" in study_status("smoke")
+    check_reward_models(uri, finished, capsys)
+
+
+def check_reward_models(uri: str, finished: list, capsys) -> None:
+    """Every trial's reward is a pyfunc model equal to its rewards.npz heads; best registers."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from fairl.cli import main
+    from fairl.irl import FitConfig, FitResult
+    from fairl.runs.read import heads_from_run
+
+    h = np.random.default_rng(0).normal(size=(7, 16)).astype(np.float32)
+    frame = pd.DataFrame(h, columns=[f"h{i}" for i in range(16)])
+    for run in finished:
+        tags = run.data.tags
+        model = mlflow.pyfunc.load_model(tags["reward_model_uri"])
+        assert [c.name for c in model.metadata.signature.outputs.inputs] == ["R", "R_D", "R_F"]
+        assert model.metadata.get_input_schema().input_names()[:2] == ["h0", "h1"]
+        for seed in (0, 1):
+            heads, _ = heads_from_run(uri, run.info.run_id, seed)
+            result = FitResult.from_heads(heads, FitConfig(seed=seed))
+            params = None if str(seed) == tags["reward_best_seed"] else {"seed": seed}
+            out = model.predict(frame, params=params)
+            np.testing.assert_allclose(out["R"], result.reward(h), atol=1e-6)
+            np.testing.assert_allclose(out["R_D"], result.reward_D(h), atol=1e-6)
+            np.testing.assert_allclose(out["R_F"], result.reward_F(h), atol=1e-6)
+    capsys.readouterr()
+    assert main(["study", "best", "smoke", "--register", "--alias", "champion"]) == 0
+    printed = capsys.readouterr().out
+    assert "registered smoke version 1: models:/smoke@champion" in printed, printed
+    best_run = re.search(r"run ([0-9a-f]{32})", printed).group(1)
+    registered = mlflow.pyfunc.load_model("models:/smoke@champion")
+    logged = next(r.data.tags["reward_model_uri"] for r in finished
+                  if r.info.run_id == best_run)
+    logged = mlflow.pyfunc.load_model(logged)
+    pd.testing.assert_frame_equal(registered.predict(frame), logged.predict(frame))
 
 
 def test_rerun_continues_to_the_trial_count(store, tmp_path):

@@ -1,0 +1,202 @@
+"""The recovered reward as an MLflow pyfunc model: text (or embeddings) in, R, R_D, R_F out.
+
+A trial logs one model, `reward`, holding every seed's heads (a few KB each) and the name of
+the frozen encoder; `predict` scores the best seed unless `params={"seed": s}` says another.
+Texts are encoded by `fairl.encode` (the MiniLM wheel or the local LM cache, never a hub), so
+loading needs fairl installed. Worlds without text (planted) take embeddings, columns h0, h1...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import Model
+
+from fairl.encode import encode, get_encoder
+from fairl.irl import FitResult
+from fairl.runs.store import client
+
+ARTIFACT = "reward"  # the model's name in a trial run: runs:/<run id>/reward
+HEADS_FILE = "heads.npz"
+OUTPUTS = ("R", "R_D", "R_F")
+
+
+class RewardModel(mlflow.pyfunc.PythonModel):
+    """R(o) = R_D(o) + R_F(o) of linear heads on a frozen encoder, for every fitted seed."""
+
+    def __init__(self, encoder: str | None, dim: int, best_seed: int):
+        self.encoder, self.dim, self.best_seed = encoder, dim, best_seed
+        self.results: dict[int, FitResult] = {}
+
+    def load_context(self, context) -> None:
+        self.results = read_heads(Path(context.artifacts["heads"]).read_bytes())
+
+    def result(self, seed: int | None = None) -> FitResult:
+        """One seed's heads as a FitResult (the best seed by default)."""
+        seed = self.best_seed if seed is None else int(seed)
+        if seed not in self.results:
+            raise ValueError(f"reward model: no seed {seed}; it has {sorted(self.results)}")
+        return self.results[seed]
+
+    def embed(self, frame: pd.DataFrame) -> np.ndarray:
+        """Embeddings of the input rows: column `text` encoded, or columns h0..h{d-1}."""
+        if "text" in frame.columns:
+            if self.encoder is None:
+                raise ValueError("reward model of a world without text: give columns "
+                                 f"h0..h{self.dim - 1}, not `text`")
+            # Cached: MLflow predicts the input example (the world's own, cached texts) when
+            # logging; from the cache that costs no encoder load.
+            return encode([str(t) for t in frame["text"]], get_encoder(self.encoder),
+                          progress=False)
+        columns = [f"h{i}" for i in range(self.dim)]
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"reward model input: column `text` or {columns[0]}.."
+                             f"{columns[-1]} needed (missing {missing[:3]})")
+        return frame[columns].to_numpy(np.float32)
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        frame = model_input if isinstance(model_input, pd.DataFrame) \
+            else pd.DataFrame({"text": list(model_input)})
+        result = self.result((params or {}).get("seed"))
+        h = self.embed(frame)
+        r_d, r_f = result.reward_D(h), result.reward_F(h)
+        return pd.DataFrame({"R": (r_d + r_f).astype(np.float64),
+                             "R_D": r_d.astype(np.float64), "R_F": r_f.astype(np.float64)})
+
+
+def heads_bytes(results: dict[int, FitResult]) -> bytes:
+    """Every seed's heads and fit config in one .npz (keys seed<s>/...)."""
+    arrays = {}
+    for seed, result in results.items():
+        arrays.update({f"seed{seed}/{k}": v for k, v in result.heads().items()})
+        arrays[f"seed{seed}/config"] = np.array(json.dumps(result.config.__dict__, default=str))
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def read_heads(data: bytes) -> dict[int, FitResult]:
+    from fairl.irl import FitConfig
+
+    with np.load(io.BytesIO(data)) as arrays:
+        seeds = sorted(int(k.split("/")[0].removeprefix("seed")) for k in arrays.files
+                       if k.endswith("/theta_D"))
+        return {seed: FitResult.from_heads(
+            arrays, FitConfig(**json.loads(str(arrays[f"seed{seed}/config"]))), f"seed{seed}/")
+            for seed in seeds}
+
+
+def _signature(encoder: str | None, dim: int, best_seed: int):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = [ColSpec("string", "text")] if encoder else \
+        [ColSpec("float", f"h{i}") for i in range(dim)]
+    return ModelSignature(Schema(inputs), Schema([ColSpec("double", n) for n in OUTPUTS]),
+                          ParamSchema([ParamSpec("seed", "long", best_seed)]))
+
+
+def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_seed: int,
+                     encoder: str | None, example) -> str:
+    """Log the trial's reward as pyfunc model `reward` of run `run_id`; returns its model URI.
+
+    `example`: a few input rows (texts, or an (n, d) embedding array) for the input example.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    dim = len(next(iter(results.values())).theta_D)
+    frame = pd.DataFrame({"text": list(example)}) if encoder else \
+        pd.DataFrame(np.asarray(example, np.float32), columns=[f"h{i}" for i in range(dim)])
+    client(uri)  # WAL and schema for a SQLite store, as every other fairl write
+    mlflow.set_tracking_uri(uri)
+    # Its notes on cloudpickle and on predict's type hints say nothing about this model.
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), \
+            _quiet(logging.getLogger("mlflow.pyfunc")):
+        warnings.simplefilter("ignore", UserWarning)
+        heads = Path(folder, HEADS_FILE)
+        heads.write_bytes(heads_bytes(results))
+        # Model.log, not pyfunc.log_model: it takes the run by id (workers have no active run).
+        info = Model.log(
+            None, mlflow.pyfunc, name=ARTIFACT, run_id=run_id,
+            python_model=RewardModel(encoder, dim, best_seed),
+            artifacts={"heads": str(heads)}, signature=_signature(encoder, dim, best_seed),
+            input_example=frame,
+            # Named, not inferred: inference imports the model in a subprocess (seconds).
+            pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
+            metadata={"encoder": encoder or "none", "best_seed": best_seed,
+                      "seeds": sorted(results)})
+    return info.model_uri
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_reward(model_uri: str, tracking_uri: str | None = None) -> RewardModel:
+    """The RewardModel behind `runs:/<id>/reward`, `models:/<name>@<alias>` or a folder."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if tracking_uri:
+        client(tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(resolve_model_uri(model_uri, tracking_uri))
+    inner = model.unwrap_python_model()
+    if not isinstance(inner, RewardModel):
+        raise TypeError(f"{model_uri}: not a fairl reward model ({type(inner).__name__})")
+    return inner
+
+
+def resolve_model_uri(model_uri: str, tracking_uri: str | None = None) -> str:
+    """`runs:/<id>/reward` -> the logged model's `models:/m-...` (MLflow 3 keeps models apart
+    from run artifacts); other URIs unchanged."""
+    if not (model_uri.startswith("runs:/") and model_uri.rstrip("/").endswith(f"/{ARTIFACT}")):
+        return model_uri
+    run_id = model_uri.removeprefix("runs:/").split("/")[0]
+    run = client(tracking_uri or mlflow.get_tracking_uri()).get_run(run_id)
+    logged = run.data.tags.get("reward_model_uri")
+    if not logged:
+        raise ValueError(f"run {run_id} has no reward model (tag reward_model_uri); runs of "
+                         "fairl before the reward models have rewards.npz only")
+    return logged
+
+
+def score(model_uri: str, texts: list[str], tracking_uri: str | None = None,
+          seed: int | None = None) -> pd.DataFrame:
+    """R, R_D, R_F of `texts` under a logged reward model."""
+    started = time.perf_counter()
+    model = load_reward(model_uri, tracking_uri)
+    out = model.predict(None, pd.DataFrame({"text": texts}),
+                        None if seed is None else {"seed": seed})
+    out.attrs["seconds"] = time.perf_counter() - started
+    return out
+
+
+def register_reward(uri: str, run_id: str, name: str, alias: str | None = None) -> str:
+    """Register run `run_id`'s reward model as a new version of `name`; returns the version."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    client(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    version = mlflow.register_model(resolve_model_uri(f"runs:/{run_id}/{ARTIFACT}", uri), name,
+                                    tags={"source_run_id": run_id})
+    if alias:
+        client(uri).set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
