@@ -8,15 +8,16 @@ from pathlib import Path
 
 from fairl.config import ConfigError
 from fairl.paths import redact
+from fairl.process import interrupt_on_sigterm
 from fairl.runs.store import resolve_tracking_uri
-from fairl.runs.ui import interrupt_on_sigterm, serve_ui
+from fairl.runs.ui import serve_ui
 
 
 def cmd_study_run(args) -> int:
     from fairl.study.spec import load_study  # light: a broken file is told in well under 2 s
 
     load_study(args.study_file)
-    from fairl.study.runner import interrupt_on_sigterm, run_study  # heavy: optuna, torch
+    from fairl.study.runner import run_study  # heavy: optuna, torch
 
     with interrupt_on_sigterm() as signals:  # SIGTERM (kill, systemd, a batch system) = Ctrl-C
         try:
@@ -100,7 +101,8 @@ def cmd_dashboard(args) -> int:
 
 
 def add_commands(commands) -> None:
-    """`fairl study run|list|status|repair`, `fairl ui`, `fairl dashboard`."""
+    """`fairl study run|list|status|repair|best`, `fairl ui`, `fairl dashboard`."""
+    # Over 60 lines: one argparse declaration per subcommand, flat, as `fairl --help` lists them.
     storage_help = ("Optuna storage: a journal file path or an RDB URL such as "
                     "postgresql://user@host/db (default: $FAIRL_STORAGE or mlruns/optuna.journal)")
     study = commands.add_parser(

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from fairl.process import interrupt_on_sigterm
 from fairl.runs.store import artifact_root, client
 
 # MLflow's switch for its job runner and huey consumers (mlflow.environment_variables).
@@ -98,19 +99,6 @@ def _wait_gone(leader: int, known: dict[int, str], timeout: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def interrupt_on_sigterm():
-    """SIGTERM raises KeyboardInterrupt inside the block, so `finally` clean-ups run."""
-    def stop(*_):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def serve_ui(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:

@@ -17,15 +17,12 @@ reach the trial count (fairl.study.storage says how killed trials are re-queued)
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
 import errno
 import gc
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -270,7 +267,7 @@ def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> 
 def _start_worker(context: WorkerContext) -> subprocess.Popen:
     # -P: the working directory is not put on sys.path, so a local file cannot shadow a module.
     return subprocess.Popen(
-        [sys.executable, "-P", "-c", "from fairl.study.runner import worker_main; worker_main()",
+        [sys.executable, "-P", "-c", "from fairl.study.worker import main; main()",
          json.dumps(dataclasses.asdict(context))])
 
 
@@ -507,47 +504,3 @@ def _fail_trial(trial, study: str, uri: str, run_id: str, config: TrialConfig | 
         runs.fail_run(uri, run_id, error)
     except Exception as logging_error:  # noqa: BLE001 (keep the trial's own error)
         print(f"  (could not mark MLflow run {run_id} FAILED: {logging_error})", file=sys.stderr)
-
-
-# --- worker processes ----------------------------------------------------------------------------
-
-def worker_main() -> None:
-    """Entry of a worker process: `python -P -c ... <context json>`."""
-    _die_with_parent()
-    context = WorkerContext(**json.loads(sys.argv[1]))
-    import torch  # heavy (~2 s): only to split the cores among the workers
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.workers))
-
-    with interrupt_on_sigterm() as signals:
-        try:
-            work(context)
-        except KeyboardInterrupt:
-            sys.exit(128 + (signals[0] if signals else signal.SIGINT))
-
-
-@contextlib.contextmanager
-def interrupt_on_sigterm():
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (the running trial is re-queued, its
-    run KILLED); yields the list of signals received. Later signals wait for the cleanup."""
-    received: list[int] = []
-
-    def stop(signum, _frame):
-        if not received:
-            received.append(signum)
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the launcher dies, so no worker outlives a killed launch."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
