@@ -405,3 +405,24 @@ def test_property_dumped_data_reads_back_the_same(data):
 
 def test_module_constants_are_what_the_messages_say():
     assert fconfig.MAX_MESSAGE_BYTES < MAX_MESSAGE
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case["kind"] == "experiment"],
+                         ids=[case["file"] for case in CASES if case["kind"] == "experiment"])
+def test_malformed_config_through_fairl_fit_exits_2_and_creates_nothing(
+        case, tmp_path, monkeypatch, capsys):
+    from fairl.cli import main
+
+    monkeypatch.setenv("FAIRL_MLRUNS", str(tmp_path / "mlruns"))
+    path = CORPUS / case["file"]
+    start = time.perf_counter()
+    code = main(["fit", "--config", str(path)])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert code == 2, err
+    # The whole experiment is validated here; where it words a problem differently from the
+    # fit-only check above, the case gives `cli_names`.
+    assert case.get("cli_names", case["names"]) in err and str(path) in err, err
+    assert len(err.encode()) < MAX_MESSAGE + 100  # the message and the one-line prefix
+    assert elapsed < 2.0, f"{elapsed:.2f} s"
+    assert not (tmp_path / "mlruns").exists() or not any((tmp_path / "mlruns").iterdir())
