@@ -24,7 +24,7 @@ import pandas as pd
 from mlflow.models import Model
 
 from fairl.encode import encode, get_encoder
-from fairl.irl import FitResult
+from fairl.irl import FitConfig, FitResult
 from fairl.runs.store import client
 
 ARTIFACT = "reward"  # the model's name in a trial run: runs:/<run id>/reward
@@ -88,8 +88,7 @@ def heads_bytes(results: dict[int, FitResult]) -> bytes:
 
 
 def read_heads(data: bytes) -> dict[int, FitResult]:
-    from fairl.irl import FitConfig
-
+    """Every seed's FitResult (heads and config) from the model's heads.npz bytes."""
     with np.load(io.BytesIO(data)) as arrays:
         seeds = sorted(int(k.split("/")[0].removeprefix("seed")) for k in arrays.files
                        if k.endswith("/theta_D"))
