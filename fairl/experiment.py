@@ -15,6 +15,7 @@ from fairl.config import STRICT, ConfigError, build
 from fairl.data.compose import compose_pairs
 from fairl.data.resample import resample
 from fairl.irl.config import FitConfig
+from fairl.metrics import evaluate_reward  # light: sklearn loads at the first evaluation
 from fairl.pairs import Pairs, World
 from fairl.worlds import WORLDS, check_world_options, load_world
 
@@ -87,7 +88,6 @@ def run_experiment(spec: WorldSpec, config: FitConfig, world: World | None = Non
                    data_resample: str = "none") -> Outcome:
     """Load (or reuse) the world, compose its training set, fit, evaluate on every split."""
     from fairl.irl.fit import fit  # heavy: torch; validation above never needs it
-    from fairl.metrics import evaluate_reward  # heavy: sklearn (~2 s), as fit
 
     world = world or load_world(spec.name, spec.options)
     train = training_pairs(world, spec.compose, config.seed, data_resample)

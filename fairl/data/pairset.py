@@ -486,7 +486,9 @@ def to_world(pairset: PairSet, encoder="minilm", *, name: str | None = None,
     train = datasets.concatenate_datasets([pairset[s] for s in train_splits])
     encoder_name = encoder if isinstance(encoder, str) else encoder.name
     validation = None
-    if validation_split is not None and validation_split in pairset.splits:
+    # An empty split (a small build) is no validation split: nothing to select on.
+    if (validation_split is not None and validation_split in pairset.splits
+            and len(pairset[validation_split]) > 0):
         validation = to_pairs(pairset[validation_split], encoder, **encode_options)
     return World(
         name=name or pairset.card.get("name", "pairs"),
