@@ -30,11 +30,6 @@ from fairl.runs.store import client
 ARTIFACT = "reward"  # the model's name in a trial run: runs:/<run id>/reward
 HEADS_FILE = "heads.npz"
 OUTPUTS = ("R", "R_D", "R_F")
-# MLflow warns (in colour: hence the leading .*), once per PythonModel subclass, that `predict`
-# has no type hints; the model
-# carries an explicit signature instead (text in; R, R_D, R_F out), so the hint adds nothing.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method",
-                        category=UserWarning)
 
 
 class RewardModel(mlflow.pyfunc.PythonModel):
