@@ -10,6 +10,9 @@ answer depends on it (auto or cuda), so validating `device: cpu` stays cheap.
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from fairl.config import ConfigError
 
@@ -28,6 +31,11 @@ def check_syntax(value: str) -> str:
     if not isinstance(value, str) or _DEVICE.fullmatch(value) is None:
         raise ValueError(f"expected {DEVICE_CHOICES}")
     return value
+
+
+# A config field holding a device name: syntax checked at validation, availability (which may
+# need torch) by resolve_device where the config is loaded.
+DeviceName = Annotated[str, AfterValidator(check_syntax)]
 
 
 def availability_problem(value: str) -> str | None:

@@ -13,12 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from fairl.config import STRICT, ConfigError, build, load_yaml
 from fairl.data import prompts as P
-from fairl.devices import check_syntax, resolve_device
+from fairl.devices import DeviceName, resolve_device
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # fairl.lm.DEFAULT_MODEL (not imported: torch)
 HUB_SCORER = "s-nlp/roberta_toxicity_classifier"  # fairl.data.scorers.HUB_SCORER (torch)
@@ -55,15 +55,10 @@ class WorldBuildConfig:
     rlhf_prompts: str = Field("train", description="prompts RLHF trains on: train split or all")
     kl_samples: int | None = Field(None, ge=1, description="pairs used for the KL estimate; None=all")
     seed: int = Field(0, ge=0, description="seeds RLHF and generation")
-    device: str = Field(
+    device: DeviceName = Field(
         "auto", description="auto | cpu | cuda | cuda:N for every model stage (RLHF, generation, "
         "log-probs, neural judges); auto = CUDA if available. Not in the stage-cache hash; the "
         "dtype it implies (bf16 on a GPU that has it) is")
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, value: str) -> str:
-        return check_syntax(value)  # availability: load_build_config, after the hub check
 
 
 def load_build_config(path: str | Path | None, overrides: dict | None = None) -> WorldBuildConfig:

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
 from fairl.config import STRICT, Bool, Float, Int, Str
+from fairl.devices import availability_problem
 
 MAX_ROUNDS = 100_000  # ~1 s per 1000 rounds on 4000 pairs: past this a typo, not a plan
 MAX_BATCH = 10_000_000  # >= the pairs means full batch; larger only hides a typo
@@ -68,20 +69,21 @@ class FitConfig:
         match = _DEVICE.fullmatch(value)
         if match is None:
             raise ValueError("not a torch device name (try cpu or cuda:0)")
-        kind, index = match.group(1), int((match.group(2) or ":0")[1:])
+        kind = match.group(1)
         if value == "auto" or kind == "cpu":  # auto is resolved when the fit starts
+            return value
+        if kind == "cuda":  # the one CUDA check of every model stage (imports torch)
+            problem = availability_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
             return value
         # Imported here, not at the top: validating a config must not cost torch's import
         # unless an accelerator is asked for, and then we must ask torch whether it exists.
         import torch
 
-        backend = getattr(torch, kind, None) if kind != "mps" else torch.backends.mps
+        backend = torch.backends.mps if kind == "mps" else getattr(torch, kind, None)
         if backend is None or not backend.is_available():
-            name = "CUDA" if kind == "cuda" else kind.upper()
-            raise ValueError(f"{name} is not available on this machine")
-        if kind == "cuda" and index >= torch.cuda.device_count():
-            raise ValueError(f"no CUDA device {index}: this machine has "
-                             f"{torch.cuda.device_count()}")
+            raise ValueError(f"{kind.upper()} is not available on this machine")
         return value
 
     # Field validators (not a model validator) so each error is reported under its field;

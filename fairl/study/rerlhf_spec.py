@@ -47,7 +47,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from fairl.config import STRICT, ConfigError, build, load_yaml
-from fairl.devices import check_syntax, dtype_name, model_dtype, resolve_device
+from fairl.devices import DeviceName, dtype_name, model_dtype, resolve_device
 from fairl.irl.config import FitConfig
 from fairl.paths import DEFAULT_WORLD_DIR
 from fairl.worlds import check_world_options
@@ -131,15 +131,10 @@ class ReRLHFStudy:
                               description="toxicity scorers; bilstm = the independent judge")
     threshold: float = Field(0.5, gt=0, lt=1, description="toxicity >= threshold is toxic")
     tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow run tags")
-    device: str = Field(
+    device: DeviceName = Field(
         "auto", description="auto | cpu | cuda | cuda:N for RLHF, generation, log-probs, judges "
         "and the IRL reward's encoder; auto = CUDA if available. The dtype it implies enters "
         "the cell identities, the device name does not")
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, value: str) -> str:
-        return check_syntax(value)  # availability: load_study
 
     @field_validator("seeds")
     @classmethod
