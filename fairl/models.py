@@ -25,6 +25,7 @@ from mlflow.models import Model
 
 from fairl.encode import encode, get_encoder
 from fairl.irl import FitConfig, FitResult
+from fairl.runs.read import seeds_of
 from fairl.runs.store import client
 
 ARTIFACT = "reward"  # the model's name in a trial run: runs:/<run id>/reward
@@ -90,8 +91,7 @@ def heads_bytes(results: dict[int, FitResult]) -> bytes:
 def read_heads(data: bytes) -> dict[int, FitResult]:
     """Every seed's FitResult (heads and config) from the model's heads.npz bytes."""
     with np.load(io.BytesIO(data)) as arrays:
-        seeds = sorted(int(k.split("/")[0].removeprefix("seed")) for k in arrays.files
-                       if k.endswith("/theta_D"))
+        seeds = seeds_of(arrays.files)
         return {seed: FitResult.from_heads(
             arrays, FitConfig(**json.loads(str(arrays[f"seed{seed}/config"]))), f"seed{seed}/")
             for seed in seeds}

@@ -247,6 +247,12 @@ def policy_runs(uri: str, experiment: str, status: str | None = "FINISHED"
                                              order_by=["attributes.start_time ASC"])]
 
 
+def seeds_of(keys, name: str = "theta_D") -> list[int]:
+    """The seeds of a per-seed .npz (keys `seed<s>/<name>`: rewards.npz, the reward model's)."""
+    return sorted(int(key.split("/")[0].removeprefix("seed")) for key in keys
+                  if key.endswith(f"/{name}"))
+
+
 def heads_from_run(uri: str, run_id: str, seed: int) -> tuple[dict[str, np.ndarray], TrialRun]:
     """Seed `seed`'s heads (FitResult.heads() arrays) from a trial's rewards.npz, and the run.
 
@@ -255,8 +261,7 @@ def heads_from_run(uri: str, run_id: str, seed: int) -> tuple[dict[str, np.ndarr
     run = trial_run(client(uri).get_run(run_id))
     local = artifact_path(uri, run_id, run.artifact_uri, "rewards.npz")
     with np.load(local) as data:
-        seeds = sorted(int(key.split("/")[0].removeprefix("seed")) for key in data.files
-                       if key.endswith("/theta_D"))
+        seeds = seeds_of(data.files)
         if seed not in seeds:
             raise ConfigError(f"run {run_id}: rewards.npz has seeds {seeds}, not {seed}; set "
                               "reward_seed")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fairl.runs.read import StudyRuns, TrialRun, param_value
+from fairl.runs.read import StudyRuns, TrialRun, param_value, seeds_of
 from fairl.stats import (
     PAIRWISE_ACCURACY,
     STARC,
@@ -66,8 +66,7 @@ class TestRewards:
 def load_rewards(path: str | Path) -> TestRewards:
     """The test rewards of a trial's rewards.npz (fairl.runs.write.rewards_npz)."""
     with np.load(path) as data:
-        seeds = sorted(int(key.split("/")[0].removeprefix("seed")) for key in data.files
-                       if key.endswith("/test_R_T"))
+        seeds = seeds_of(data.files, "test_R_T")
         stack = [np.stack([data[f"seed{seed}/test_R_{side}"] for seed in seeds])
                  for side in ("T", "NT")]
         optional = [data[key] if key in data.files else None
