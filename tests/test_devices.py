@@ -91,7 +91,7 @@ def test_rerlhf_study_device(tmp_path):
 
 def test_cpu_identities_are_those_of_before_devices():
     """Computed by the code before `device` existed: shipped caches and run ids keep hitting."""
-    from fairl.data.build import WorldBuildConfig, config_hash
+    from fairl.data.build_config import WorldBuildConfig, config_hash
     from fairl.encode import get_encoder
     from fairl.rlhf import RLHFConfig, run_identity
 

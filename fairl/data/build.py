@@ -26,20 +26,12 @@ import numpy as np
 from fairl import lm
 from fairl.config import ConfigError
 from fairl.data import prompts as P
-from fairl.data.build_config import (
-    WorldBuildConfig,
-    check_hub_inputs,
-    config_hash,
-    load_build_config,
-)
+from fairl.data.build_config import WorldBuildConfig, check_hub_inputs, config_hash
 from fairl.data.pairset import SMOLLM2_NOTES, PairSet
 from fairl.data.scorers import get_scorer
 from fairl.devices import dtype_name, model_dtype, resolve_device
-from fairl.paths import DEFAULT_WORLD_DIR, cache_dir
+from fairl.paths import cache_dir
 from fairl.rlhf import RLHFConfig, load_policy, train_policy
-
-__all__ = ["DEFAULT_WORLD_DIR", "WorldBuildConfig", "build_world", "config_hash",
-           "load_build_config"]
 
 
 def _slug(name: str) -> str:
