@@ -30,18 +30,24 @@ def template_db(root: Path) -> Path:
     return _TEMPLATE["db"]
 
 
-def use_store(monkeypatch, tmp_path: Path, template_root: Path) -> Path:
-    """Point FAIRL_MLRUNS at tmp_path/mlruns holding a copy of the template db; clear overrides."""
+def fresh_store(folder: Path, template_root: Path) -> str:
+    """A SQLite MLflow store in a new `folder`, copied from the session's template db."""
     import sqlite3
 
-    store = tmp_path / "mlruns"
-    store.mkdir()
+    folder.mkdir(parents=True)
     # SQLite's backup API: a consistent copy even with the template's WAL not checkpointed.
     source = sqlite3.connect(template_db(template_root))
-    target = sqlite3.connect(store / "mlflow.db")
+    target = sqlite3.connect(folder / "mlflow.db")
     source.backup(target)
     target.close()
     source.close()
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def use_store(monkeypatch, tmp_path: Path, template_root: Path) -> Path:
+    """Point FAIRL_MLRUNS at tmp_path/mlruns holding a copy of the template db; clear overrides."""
+    store = tmp_path / "mlruns"
+    fresh_store(store, template_root)
     monkeypatch.setenv("FAIRL_MLRUNS", str(store))
     for name in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE"):
         monkeypatch.delenv(name, raising=False)
@@ -101,6 +107,19 @@ def postgres_bindir() -> Path | None:
         return candidates[-1].parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
+
+
+@contextlib.contextmanager
+def postgres_or_skip():
+    """postgres_server(), skipped where its binaries are missing, failed so in CI."""
+    import pytest
+
+    if postgres_bindir() is None:
+        if os.environ.get("CI") or os.environ.get("FAIRL_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL server binaries missing in CI (run .ci/postgres.sh)")
+        pytest.skip("PostgreSQL server binaries not installed (bash .ci/postgres.sh)")
+    with postgres_server() as url:
+        yield url
 
 
 @contextlib.contextmanager

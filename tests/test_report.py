@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from study_support import template_db
+from study_support import fresh_store
 
 from analysis import ITEMS
 from fairl.cli import main
@@ -63,16 +62,6 @@ FIGURES = ("training_curves", "reward_distributions", "tnt_fraction", "ablation_
 TABLES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda", "ablation_failure_source")
 CSV_ONLY = ("failures", "tnt_fraction", "sweep_heatmap", "importances")
 
-
-def fresh_store(folder: Path, template_root: Path) -> str:
-    """A SQLite MLflow store in `folder`, copied from the session's template (schema made once)."""
-    folder.mkdir(parents=True)
-    source = sqlite3.connect(template_db(template_root))
-    target = sqlite3.connect(folder / "mlflow.db")
-    source.backup(target)
-    target.close()
-    source.close()
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @pytest.fixture(scope="module")

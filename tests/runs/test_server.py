@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from study_support import free_port, postgres_bindir, postgres_server
+from study_support import free_port, postgres_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -37,11 +37,7 @@ STUDY = {
 
 @pytest.fixture(scope="module")
 def postgres():
-    if postgres_bindir() is None:
-        if os.environ.get("CI") or os.environ.get("FAIRL_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL server binaries missing (run .ci/postgres.sh)")
-        pytest.skip("PostgreSQL server binaries not installed (bash .ci/postgres.sh)")
-    with postgres_server() as url:
+    with postgres_or_skip() as url:
         yield url
 
 

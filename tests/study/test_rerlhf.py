@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from study_support import template_db
+from study_support import fresh_store
 
 from fairl.config import ConfigError
 from fairl.runs import store as runs_store
@@ -90,17 +90,6 @@ def write_study(folder: Path, study: dict) -> Path:
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
 
-
-def fresh_store(folder: Path, template_root: Path) -> str:
-    import sqlite3
-
-    folder.mkdir(parents=True)
-    source = sqlite3.connect(template_db(template_root))
-    target = sqlite3.connect(folder / "mlflow.db")
-    source.backup(target)
-    target.close()
-    source.close()
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import (
-    postgres_bindir,
-    postgres_server,
+    postgres_or_skip,
     runs_of,
     trial_runs,
     use_store,
@@ -509,11 +508,7 @@ def test_two_worker_processes_on_a_journal(store, tmp_path):
 @pytest.fixture(scope="module")
 def postgres():
     """A real PostgreSQL server (Debian packages; .ci/postgres.sh installs them in CI)."""
-    if postgres_bindir() is None:
-        if os.environ.get("CI") or os.environ.get("FAIRL_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL server binaries missing in CI (run .ci/postgres.sh)")
-        pytest.skip("PostgreSQL server binaries not installed (bash .ci/postgres.sh)")
-    with postgres_server() as url:
+    with postgres_or_skip() as url:
         yield url
 
 
