@@ -112,11 +112,14 @@ def selection_note(runs) -> str:
     """How the shown configurations were chosen, for captions (flags `select_on: test`)."""
     spec = runs.spec or {}
     metrics = ", ".join(str(item.get("metric")) for item in spec.get("objectives") or [])
+    pruned = runs.pruned
+    pruned = (f" {pruned} trial(s) pruned early by the study's pruner are not shown."
+              if pruned else "")
     if spec.get("select_on") == "test":
         return (f"WARNING: this study selected on the TEST split (select_on: test; objectives "
-                f"{metrics}), so its test metrics are optimistic.")
+                f"{metrics}), so its test metrics are optimistic.{pruned}")
     return (f"Test metrics of configurations chosen on the validation split (objectives "
-            f"{metrics or '?'}); the test split was used for nothing else.")
+            f"{metrics or '?'}); the test split was used for nothing else.{pruned}")
 
 
 def best_trial_note(runs) -> str:

@@ -85,13 +85,15 @@ def training_pairs(world: World, compose: ComposeSpec | None, seed: int,
 
 
 def run_experiment(spec: WorldSpec, config: FitConfig, world: World | None = None,
-                   data_resample: str = "none") -> Outcome:
-    """Load (or reuse) the world, compose its training set, fit, evaluate on every split."""
+                   data_resample: str = "none", monitor=None) -> Outcome:
+    """Load (or reuse) the world, compose its training set, fit, evaluate on every split.
+
+    `monitor`: fairl.irl.fit.Monitor, called during the fit (a study's pruning)."""
     from fairl.irl.fit import fit  # heavy: torch; validation above never needs it
 
     world = world or load_world(spec.name, spec.options)
     train = training_pairs(world, spec.compose, config.seed, data_resample)
-    result = fit(train.h_T, train.h_NT, config, train.gt_T, train.gt_NT)
+    result = fit(train.h_T, train.h_NT, config, train.gt_T, train.gt_NT, monitor=monitor)
     validation = None if world.validation is None else evaluate_reward(result.reward,
                                                                         world.validation)
     return Outcome(world, train, result, evaluate_reward(result.reward, train),

@@ -68,3 +68,17 @@ def test_perfect_and_reversed_rewards():
     assert perfect == {"accuracy": 1.0, "f1": 1.0, "roc_auc": 1.0, "pairwise_accuracy": 1.0}
     reversed_ = classification_metrics(r_NT, r_T)
     assert reversed_["roc_auc"] == 0.0 and reversed_["pairwise_accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("shift", [0.8, 0.0, -3.0])
+def test_classification_metrics_equal_sklearn_with_ties(rng, shift):
+    """Rounded scores: many ties, where a hand-counted AUC most easily goes wrong."""
+    r_T = np.round(rng.standard_normal(301) + shift)
+    r_NT = np.round(rng.standard_normal(301))
+    metrics = classification_metrics(r_T, r_NT)
+    scores, labels = np.concatenate([r_T, r_NT]), np.r_[np.ones(301), np.zeros(301)]
+    predicted = scores > (r_T.mean() + r_NT.mean()) / 2
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-12)
+    assert metrics["f1"] == pytest.approx(f1_score(labels, predicted, zero_division=0),
+                                          abs=1e-12)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)

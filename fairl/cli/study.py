@@ -32,9 +32,13 @@ def cmd_study_run(args) -> int:
         print(f"  {message}")
     counts = report.tally
     print(f"{report.study}: {counts.done}/{report.target} done ({counts.complete} complete, "
-          f"{counts.failed} failed); launch run {report.launch_run} {report.status} in MLflow "
+          f"{counts.failed} failed{_pruned(counts)}); launch run {report.launch_run} {report.status} in MLflow "
           f"experiment {report.experiment}")
     return 0 if report.status == "FINISHED" else 1
+
+
+def _pruned(counts) -> str:
+    return f", {counts.pruned} pruned" if counts.pruned else ""
 
 
 def cmd_study_list(args) -> int:

@@ -45,9 +45,12 @@ from fairl.irl.losses import (
     l2_penalty_grad,
     max_entropy_grad,
     max_entropy_loss,
+    max_entropy_loss_grad,
     max_margin_grad,
     max_margin_loss,
+    max_margin_loss_grad,
 )
+from fairl.irl.optim import Optimiser
 from fairl.irl.schedules import gamma_schedule, lambda_schedule, p_schedule
 
 
@@ -78,6 +81,14 @@ def objective_grad(margins: torch.Tensor, config: FitConfig, strict: bool,
     if config.objective == "max_margin":
         return max_margin_grad(margins, config.M_fail if strict else config.M, weight)
     return max_entropy_grad(margins, config.tau_fail if strict else config.tau, weight)
+
+
+def objective_loss_grad(margins: torch.Tensor, config: FitConfig, strict: bool,
+                        weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective_loss, objective_grad) in one go, bit for bit the two calls."""
+    if config.objective == "max_margin":
+        return max_margin_loss_grad(margins, config.M_fail if strict else config.M, weight)
+    return max_entropy_loss_grad(margins, config.tau_fail if strict else config.tau, weight)
 
 
 def find_failures(margins: torch.Tensor, config: FitConfig, gamma: float,
@@ -161,13 +172,11 @@ def fa_irl_step(diffs: torch.Tensor, weights: torch.Tensor, config: FitConfig, *
     margins = diffs.mv(weights.sum(0))  # Δ = D (θ_D + θ_F): the one forward pass, both heads
     failure_mask, n_failures, sampled = draw_failures(margins, config, gamma, lam, p,
                                                       gt_margins, generator)
-    base = objective_loss(margins, config, strict=False)
-    g_D = objective_grad(margins, config, strict=False)  # base loss: θ_D only
+    base, g_D = objective_loss_grad(margins, config, strict=False)  # base loss: θ_D only
     fail, l2 = margins.new_zeros(()), margins.new_zeros(())
     if len(sampled):
         fail_margins = margins[sampled]  # = sg(R_D) + R_F = R_D + sg(R_F) in value
-        fail = objective_loss(fail_margins, config, strict=True)
-        g_S = objective_grad(fail_margins, config, strict=True, weight=lam)
+        fail, g_S = objective_loss_grad(fail_margins, config, strict=True, weight=lam)
         if config.fail_grad_to_base or not config.dual_path:
             g_D.index_add_(0, sampled, g_S)
     torch.mv(diffs.t(), g_D, out=weights.grad[0])  # the one backward pass
@@ -187,14 +196,6 @@ def init_heads(d: int, n_heads: int, generator: torch.Generator) -> tuple[torch.
     weights = (torch.rand(n_heads, d, generator=generator) * 2 - 1) * bound
     biases = (torch.rand(n_heads, generator=generator) * 2 - 1) * bound
     return weights, biases
-
-
-def make_optimizer(config: FitConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr)
-    return torch.optim.SGD(params, lr=config.lr)
 
 
 @dataclasses.dataclass
@@ -285,12 +286,15 @@ def _difference_matrix(h_T, h_NT, gt_T, gt_NT, config: FitConfig):
 
 @torch.no_grad()
 def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
-        gt_T: np.ndarray | None = None, gt_NT: np.ndarray | None = None) -> FitResult:
+        gt_T: np.ndarray | None = None, gt_NT: np.ndarray | None = None,
+        monitor: Monitor | None = None) -> FitResult:
     """Fit reward heads so aligned outputs (h_T) score above base outputs (h_NT).
 
     Per-step loss terms and per-round margin statistics go into preallocated tensors and
     reach the host once, at the end; so does divergence: a NaN or inf loss is detected
     then, and FitDiverged names its first round (a diverged fit runs to the end first).
+    `monitor`: called with the heads so far after every `monitor.every` rounds (not after
+    the last); whatever it raises (a pruned trial, say) ends the fit.
     """
     # Over 60 lines on purpose: FA-IRL's whole loop (schedules, failures F_t, the sample S_t,
     # one step, the history) reads top to bottom here, as DESIGN.md and the paper state it.
@@ -304,7 +308,7 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
     weights, biases = init_heads(d, 2 if config.dual_path else 1, generator)
     weights = weights.to(device)
     weights.grad = torch.zeros_like(weights)  # fa_irl_step writes ∂L_t/∂θ here
-    optimizer = make_optimizer(config, [weights])
+    optimizer = Optimiser(config.optimizer, weights, config.lr)
     rounds = config.rounds
     schedule = [(gamma_schedule(t, rounds, config.gamma_start, config.gamma_end,
                                 config.gamma_shape),
@@ -312,12 +316,11 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
                  p_schedule(t, rounds, config.p0, config.p_end)) for t in range(rounds)]
     steps = 1 if config.batch_size is None else math.ceil(n / config.batch_size)
     losses = torch.zeros(rounds, steps, 3, device=device)  # base, fail, l2 per step
-    margin_stats = torch.zeros(rounds, 3, device=device)  # mean, min, accuracy per round
+    stats = _MarginStats(rounds, n, device)  # mean, min, accuracy per round
     counts = np.zeros((rounds, 2), dtype=np.int64)  # |F_t|, |S_t| summed over the round
     failure_counts = torch.zeros(n, dtype=torch.int64, device=device)
 
     for t, (gamma, lam, p) in enumerate(schedule):
-        round_margins = []
         for s, batch in enumerate(_batches(n, config.batch_size, generator, device)):
             step = fa_irl_step(diffs[batch], weights, config, gamma=gamma, lam=lam, p=p,
                                gt_margins=None if gt_margins is None else gt_margins[batch],
@@ -327,16 +330,29 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
             counts[t] += step.n_failures, step.n_sampled
             if config.failure_mode != "none":
                 failure_counts[batch] += step.failure_mask
-            round_margins.append(step.margins)
-        margins = round_margins[0] if steps == 1 else torch.cat(round_margins)
-        margin_stats[t] = torch.stack([margins.mean(), margins.min(), (margins > 0).float().mean()])
+            stats.add(t, s, step.margins)
+        if monitor is not None and (t + 1) % monitor.every == 0 and t + 1 < rounds:
+            monitor(t, _result(weights, biases, config, [], failure_counts))
 
     # L_t = base + λ_t fail + l2 in float32, as one step would have summed it
     lams = torch.tensor([lam for _, lam, _ in schedule], device=device)[:, None]
     totals = losses[..., 0] + lams * losses[..., 1] + losses[..., 2]
     losses = torch.cat([totals[..., None], losses], dim=2)
-    history = _history(schedule, losses.tolist(), margin_stats.tolist(), counts.tolist(), n,
+    history = _history(schedule, losses.tolist(), stats.result().tolist(), counts.tolist(), n,
                        config)
+    return _result(weights, biases, config, history, failure_counts)
+
+
+class Monitor:
+    """What fit() calls every `every` rounds with (round, the heads so far as a FitResult)."""
+
+    every: int
+
+    def __call__(self, t: int, result: FitResult) -> None:  # pragma: no cover (protocol)
+        raise NotImplementedError
+
+
+def _result(weights, biases, config: FitConfig, history, failure_counts) -> FitResult:
     weights = weights.cpu().numpy()
     biases = biases.numpy()
     return FitResult(
@@ -346,8 +362,38 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
         b_F=float(biases[1]) if config.dual_path else 0.0,
         config=config,
         history=history,
-        failure_counts=failure_counts.cpu().numpy(),
+        failure_counts=failure_counts.cpu().numpy().copy(),
     )
+
+
+class _MarginStats:
+    """Mean, min and accuracy (Δ > 0) of each round's margins, computed a block of rounds at
+    a time: one copy per round instead of three reductions and a stack (~15 µs a round)."""
+
+    BLOCK = 32
+
+    def __init__(self, rounds: int, n: int, device):
+        self.out = torch.zeros(rounds, 3, device=device)
+        self.block = torch.empty(min(self.BLOCK, rounds), n, device=device)
+        self.start, self.offset = 0, 0
+
+    def add(self, t: int, step: int, margins: torch.Tensor) -> None:
+        if step == 0:
+            if t - self.start == len(self.block):
+                self._flush(t)
+            self.offset = 0
+        self.block[t - self.start, self.offset:self.offset + len(margins)] = margins
+        self.offset += len(margins)
+
+    def _flush(self, t: int) -> None:
+        block = self.block[:t - self.start]
+        self.out[self.start:t] = torch.stack(
+            [block.mean(1), block.amin(1), (block > 0).float().mean(1)], dim=1)
+        self.start = t
+
+    def result(self) -> torch.Tensor:
+        self._flush(len(self.out))
+        return self.out
 
 
 def _history(schedule, losses, margin_stats, counts, n: int, config: FitConfig) -> list[dict]:

@@ -84,6 +84,7 @@ class StudyRuns:
     spec: dict[str, Any]  # the study file as the latest launch logged it (study.yaml)
     # metrics of that launch run: verdicts and reference_* (fairl.study.runner.conclude)
     launch_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    pruned: int = 0  # trial runs stopped early by the study's pruner (tag pruned_at_round)
 
     def artifact(self, run: TrialRun, path: str) -> Path:
         """Local path of artifact `path` of `run` (downloaded once if the store is remote)."""
@@ -172,12 +173,17 @@ def load_study_runs(uri: str, name: str, study_file: str) -> StudyRuns:
                                             "study.yaml").read_text(), "study.yaml") or {}
         except Exception:  # noqa: BLE001 (a launch without a readable study.yaml: no spec)
             spec = {}
+    pruned = sum("pruned_at_round" in run.tags for run in finished)
+    finished = [run for run in finished if "pruned_at_round" not in run.tags]
+    if not finished:
+        raise MissingStudy(name, study_file, uri, f"MLflow experiment {name!r} has only "
+                           f"pruned trial runs ({pruned})")
     used = {run.tags.get("mlflow.parentRunId") for run in finished}
     finished.sort(key=lambda run: (run.trial, run.start_time, run.run_id))
     return StudyRuns(study=name, study_file=study_file, uri=uri,
                      experiment_id=experiment.experiment_id,
                      launches=[launch.run_id for launch in launches if launch.run_id in used],
-                     runs=finished, spec=spec, launch_metrics=launch_metrics)
+                     runs=finished, spec=spec, launch_metrics=launch_metrics, pruned=pruned)
 
 
 def load_run(uri: str, run_id: str) -> StudyRuns:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from fairl.config import ConfigError
 from fairl.experiment import run_experiment
+from fairl.irl.config import FitConfig
 from fairl.paths import redact
 from fairl.runs import write as runs
 from fairl.runs.provenance import environment_tags, worker_alive, worker_identity
@@ -44,6 +45,7 @@ from fairl.runs.read import MissingStudy, load_study_runs
 from fairl.runs.reap import reap_runs
 from fairl.runs.store import experiment_id, resolve_tracking_uri
 from fairl.study.links import check_stores, run_killer
+from fairl.study.pruning import TrialMonitor, make_pruner
 from fairl.study.references import reference_metrics
 from fairl.study.spec import Study, TrialConfig, load_study, resolve, suggest
 from fairl.study.storage import (
@@ -145,7 +147,7 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
         if status == runs.FAILED and counts.done < target:
             messages.append(f"study stopped at {counts.done}/{target} trials; rerun to continue")
         summary = {"trials_complete": counts.complete, "trials_failed": counts.failed,
-                   "trials_requeued": counts.requeued}
+                   "trials_requeued": counts.requeued, "trials_pruned": counts.pruned}
         summary.update(_best_values(study_obj, study.spec.metrics))
         if status != runs.KILLED:
             messages += conclude(study, uri, launch_run)
@@ -237,7 +239,8 @@ def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> 
 
     def show(counts: Tally) -> None:
         bar.n = min(counts.done, context.target)
-        bar.set_postfix(failed=counts.failed, running=counts.running, refresh=False)
+        bar.set_postfix(failed=counts.failed, pruned=counts.pruned, running=counts.running,
+                        refresh=False)
         bar.refresh()
 
     try:
@@ -298,8 +301,10 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
     storage = open_storage(context.storage)
     existing = optuna.load_study(study_name=study_def.name, storage=storage)
     offset = len(existing.get_trials(deepcopy=False)) + 1000 * context.worker_index
-    study = optuna.load_study(study_name=study_def.name, storage=storage,
-                              sampler=make_sampler(study_def, offset))
+    rounds = study_def.spec.fit.get("rounds", FitConfig().rounds)  # Hyperband's max resource
+    study = optuna.load_study(
+        study_name=study_def.name, storage=storage, sampler=make_sampler(study_def, offset),
+        pruner=make_pruner(study_def.spec.pruner, rounds * len(study_def.spec.seeds)))
     lock = StudyLock(context.storage, study_def.name)
     on_killed = _run_killer(context, study_def.name)
     parent = os.getppid()
@@ -355,8 +360,8 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
     try:
         config = resolve(spec, values)
         trial.set_user_attr("config_id", config.config_id)
-        metrics, curves, artifacts, world, results = evaluate(config, spec.top_failures,
-                                                              spec.curve_points)
+        metrics, curves, artifacts, world, results = evaluate(
+            config, spec.top_failures, spec.curve_points, _monitor(trial, study, config))
         values = [_objective_value(metrics, metric, spec.world["name"])
                   for metric in spec.metrics]
         bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
@@ -368,6 +373,9 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
                               world_splits(world), spec.world)
         runs.end_run(uri, run_id, runs.FINISHED)
+    except optuna.TrialPruned as pruned:
+        _prune_run(uri, run_id, config, pruned)
+        raise
     except OSError as error:
         if error.errno not in DISK_ERRNOS:
             _fail_trial(trial, study.name, uri, run_id, config, error)
@@ -383,6 +391,29 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
         raise
     return values[0] if len(values) == 1 else values
+
+
+def _monitor(trial, study: Study, config: TrialConfig) -> TrialMonitor | None:
+    """The trial's pruning monitor (None without a pruner)."""
+    spec = study.spec
+    if spec.pruner.type == "none":
+        return None
+    world = load_world(config.world.name, config.world.options)  # memoised: evaluate's world
+    metric = spec.metrics[0]
+    pairs = world.validation if metric.startswith("val_") else world.test
+    if pairs is None:
+        _objective_value({}, metric, spec.world["name"])  # the missing-split ConfigError
+    return TrialMonitor(trial, metric, spec.pruner.every, config.fit.rounds, len(config.seeds),
+                        pairs)
+
+
+def _prune_run(uri: str, run_id: str, config: TrialConfig, pruned: optuna.TrialPruned) -> None:
+    """A pruned trial's run: its config and the values it reported, FINISHED, tagged."""
+    params, tags = _config_tags(config)
+    step = str(pruned).rsplit(" ", 1)[-1]
+    runs.log_run(uri, run_id, params=params, tags={**tags, "pruned_at_round": step})
+    runs.log_text(uri, run_id, yaml.safe_dump(config.as_dict(), sort_keys=False), "config.yaml")
+    runs.end_run(uri, run_id, runs.FINISHED)
 
 
 def trial_run_name(values: dict[str, Any], number: int, width: int = 60) -> str:
@@ -416,19 +447,24 @@ def _objective_value(metrics: dict[str, float], metric: str, world: str) -> floa
     return metrics[metric]
 
 
-def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | None = None):
-    """Fit the configuration on every seed: (metrics, curves, artifacts, world, results)."""
+def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | None = None,
+             monitor: TrialMonitor | None = None):
+    """Fit the configuration on every seed: (metrics, curves, artifacts, world, results).
+
+    `monitor`: the trial's pruning (it may raise optuna.TrialPruned between rounds)."""
     world = load_world(config.world.name, config.world.options)
     per_seed: dict[int, dict[str, float]] = {}
     histories, failures, results = {}, {}, {}
     for seed in config.seeds:
         start = time.perf_counter()
         outcome = run_experiment(config.world, config.for_seed(seed), world,
-                                 config.data_resample)
+                                 config.data_resample, monitor)
         per_seed[seed] = {**{f"train_{k}": v for k, v in outcome.train_metrics.items()},
                           **{f"val_{k}": v for k, v in (outcome.val_metrics or {}).items()},
                           **{f"test_{k}": v for k, v in outcome.test_metrics.items()},
                           "fit_seconds": time.perf_counter() - start}
+        if monitor is not None:
+            monitor.finish_seed(per_seed[seed][f"{monitor.split}_{monitor.name}"])
         histories[seed] = outcome.result.history
         results[seed] = outcome.result
         train = outcome.train

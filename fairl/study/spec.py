@@ -121,6 +121,27 @@ class SamplerSpec:
 
 
 @dataclass(config=STRICT)
+class PrunerSpec:
+    """Optuna pruning: a trial reports its objective every `every` rounds and may stop early.
+
+    The reported value at global round k (seed i's round t: k = i * rounds + t + 1) is the
+    mean of the objective over the seeds finished so far and the current seed's heads; a
+    pruned trial is PRUNED in Optuna and a FINISHED MLflow run tagged `pruned_at_round`.
+    """
+
+    type: Literal["none", "median", "successive_halving", "hyperband"] = Field(
+        "none", description="none, or optuna.pruners.MedianPruner / SuccessiveHalvingPruner / "
+                            "HyperbandPruner")
+    every: int = Field(20, ge=1, description="rounds between two reports (trial.report)")
+    startup_trials: int = Field(5, ge=0, description="median: trials never pruned, first")
+    warmup_rounds: int = Field(0, ge=0, description="median: global rounds before pruning")
+    min_resource: int | None = Field(
+        None, ge=1, description="successive_halving/hyperband: global rounds before the first "
+                                "rung (default: `every`)")
+    reduction_factor: int = Field(3, ge=2, description="successive_halving/hyperband: η")
+
+
+@dataclass(config=STRICT)
 class ObjectiveSpec:
     """A metric the study optimises, averaged over seeds."""
 
@@ -164,6 +185,8 @@ class StudySpec:
     data_resample: Literal[RESAMPLES] = Field(
         "none", description="bootstrap: seed s also resamples the training prompts with "
                             "default_rng(s), so seeds replicate the data too")
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec,
+                               description="early stopping of poor trials (default: none)")
 
     @field_validator("search", mode="before")
     @classmethod
@@ -276,6 +299,12 @@ def _check_study(spec: StudySpec) -> dict[str, Any]:
                 f"objectives.{index}.metric: {objective.metric} selects configurations on the "
                 f"test split; optimise val_{objective.metric.removeprefix('test_')} (the "
                 "validation split), or say `select_on: test` to do it knowingly")
+    if spec.pruner.type != "none" and len(spec.objectives) > 1:
+        raise ConfigError(f"pruner.type: {spec.pruner.type} needs one objective (Optuna prunes "
+                          f"single-objective studies only; this one has {len(spec.objectives)})")
+    if spec.pruner.type != "none" and spec.objectives[0].metric.startswith("train_"):
+        raise ConfigError(f"pruner.type: prunes on a val_ (or test_) objective, not "
+                          f"{spec.objectives[0].metric}")
     world = build(WorldSpec, spec.world, "world")
     load_world_spec_check(world, "world")
     spec.world = dataclasses.asdict(world)  # with defaults filled in

@@ -66,7 +66,8 @@ def _describe_study(study_obj, detail: bool = False) -> str:
     metrics = study_obj.user_attrs.get("fairl_metrics") or [
         f"value{i}" for i in range(len(study_obj.directions))]
     line = (f"{study_obj.study_name}: {counts.done}/{target} done ({counts.complete} complete, "
-            f"{counts.failed} failed), {counts.running} running, {counts.waiting} waiting, "
+            f"{counts.failed} failed{f', {counts.pruned} pruned' if counts.pruned else ''}), "
+            f"{counts.running} running, {counts.waiting} waiting, "
             f"{counts.requeued} killed and re-queued")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:

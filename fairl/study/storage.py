@@ -252,10 +252,11 @@ class Tally:
     requeued: int = 0  # FAIL whose configuration was queued again
     running: int = 0
     waiting: int = 0
+    pruned: int = 0  # stopped early by the study's pruner: done, never failed
 
     @property
     def done(self) -> int:
-        return self.complete + self.failed
+        return self.complete + self.failed + self.pruned
 
 
 def tally(trials) -> Tally:
@@ -268,6 +269,8 @@ def tally(trials) -> Tally:
             counts.running += 1
         elif trial.state == TrialState.WAITING:
             counts.waiting += 1
+        elif trial.state == TrialState.PRUNED:
+            counts.pruned += 1
         elif trial.number in requeued:
             counts.requeued += 1
         else:

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from fairl.irl import max_entropy_loss, max_margin_loss
-from fairl.irl.losses import l2_penalty, l2_penalty_grad, max_entropy_grad, max_margin_grad
+from fairl.irl.losses import (
+    l2_penalty,
+    l2_penalty_grad,
+    max_entropy_grad,
+    max_entropy_loss_grad,
+    max_margin_grad,
+    max_margin_loss_grad,
+)
 
 
 def test_max_margin_loss_hand_computed():
@@ -53,3 +60,17 @@ def test_hand_gradients_are_autograds_bits(loss, grad, constant, weight):
     theta = margins[:10].clone().requires_grad_()
     l2_penalty(theta, 0.01).backward()
     assert torch.equal(l2_penalty_grad(margins[:10], 0.01), theta.grad)
+
+
+@pytest.mark.parametrize("weight", [1.0, 7.4])
+@pytest.mark.parametrize("loss,grad,both,constant", [
+    (max_margin_loss, max_margin_grad, max_margin_loss_grad, 1.5),
+    (max_entropy_loss, max_entropy_grad, max_entropy_loss_grad, 0.5),
+])
+def test_loss_grad_pairs_are_the_separate_functions_bits(loss, grad, both, constant, weight):
+    margins = torch.randn(1001, generator=torch.Generator().manual_seed(3)) * 3
+    value, gradient = both(margins, constant, weight)
+    assert torch.equal(value, loss(margins, constant))
+    assert torch.equal(gradient, grad(margins, constant, weight))
+    empty_value, empty_grad = both(torch.zeros(0), constant, weight)
+    assert empty_value.item() == 0.0 and empty_grad.numel() == 0
