@@ -246,6 +246,9 @@ def get_encoder(name: str, **options) -> Encoder:
 # ------------------------------------------------------------------------------- cache
 
 
+_SHARDS: dict[Path, tuple[dict[bytes, int], np.ndarray]] = {}  # verified shards, this process
+
+
 class EmbeddingCache:
     """Immutable, checksummed shards of (text key, vector) for one encoder id."""
 
@@ -303,15 +306,25 @@ class EmbeddingCache:
         return path
 
     def lookup(self, wanted: dict[bytes, int], out: np.ndarray, found: np.ndarray) -> None:
-        """Fill out[row] for every wanted key {key: row} present in a valid shard."""
+        """Fill out[row] for every wanted key {key: row} present in a valid shard.
+
+        A shard is read and verified once per process (`_SHARDS`): its name is its checksum,
+        so what it holds cannot change; a trial's reward model scoring two cached texts then
+        costs a dict lookup, not a re-read of the whole cache (~60 ms on the default world).
+        """
         for path in self.shards():
-            shard = self.read(path)
-            if shard is None:
-                continue
-            keys, vectors = shard
-            for i, key in enumerate(keys):
-                row = wanted.get(key.tobytes())
-                if row is not None and not found[row]:
+            entry = _SHARDS.get(path)
+            if entry is None:
+                shard = self.read(path)
+                if shard is None:
+                    continue
+                keys, vectors = shard
+                entry = _SHARDS[path] = ({key.tobytes(): i for i, key in enumerate(keys)},
+                                         vectors)
+            index, vectors = entry
+            for key, row in wanted.items():
+                i = index.get(key)
+                if i is not None and not found[row]:
                     out[row], found[row] = vectors[i], True
 
     def compact(self) -> None:

@@ -267,11 +267,18 @@ def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> 
         bar.close()
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _start_worker(context: WorkerContext) -> subprocess.Popen:
+    # The cores split among the workers for numpy's BLAS too (torch: worker.main), so K
+    # workers do not each spin a thread per core. A value the user set wins.
+    threads = str(max(1, (os.cpu_count() or 1) // context.workers))
+    env = {**{name: threads for name in THREAD_VARIABLES}, **os.environ}
     # -P: the working directory is not put on sys.path, so a local file cannot shadow a module.
     return subprocess.Popen(
         [sys.executable, "-P", "-c", "from fairl.study.worker import main; main()",
-         json.dumps(dataclasses.asdict(context))])
+         json.dumps(dataclasses.asdict(context))], env=env)
 
 
 def _best_values(study_obj, metrics: list[str]) -> dict[str, float]:
