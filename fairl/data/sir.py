@@ -19,7 +19,7 @@ its maximum-likelihood fit.
 
 Knobs (`SirOptions`, swept as world.options.*): β, k, pairs per prompt, label noise on the
 training pairs, the judge, the encoder, the draw seed. A pair is T→NT when the judge calls
-o_NT toxic (toxicity >= 0.5) and o_T not, as in every PairSet; the exact T→NT fraction at a
+o_NT toxic (toxicity >= 0.5, i.e. its logit <= 0) and o_T not, as in every PairSet; the exact T→NT fraction at a
 given n is world.compose (fairl.data.compose). Splits are the PairSet's (by prompt).
 """
 
@@ -212,33 +212,64 @@ def _swap(pairs: Pairs, mask: np.ndarray) -> Pairs:
                  prompts=pairs.prompts)
 
 
-def make_sir_world(pairset, options: SirOptions, encoder: str = "minilm") -> World:
-    """The SIR world of a PairSet (fairl.data.pairset): probe, pools, draws; see the module."""
-    from fairl.data.pairset import stable_prompt_code, to_pairs  # heavy: scorers import torch
-    from fairl.data.scorers import TOXIC_THRESHOLD, reward_from_toxicity
+@dataclass(frozen=True)
+class SplitSamples:
+    """One split of the source PairSet as arrays: per row a prompt, its aligned output (the
+    probe's pool) and one base sample (the SIR pool), with the judge's toxicity of both."""
 
-    judge = options.judge
-    threshold = TOXIC_THRESHOLD
-    loaded = {split: to_pairs(pairset[split], encoder) for split in SPLITS}
-    target_T = {split: reward_from_toxicity(np.asarray(pairset[split][f"tox_T_{judge}"]))
-                for split in SPLITS}
-    probe = fit_probe(loaded["train"].h_T, target_T["train"])
-    held_out_h = np.concatenate([loaded[s].h_T for s in ("validation", "test")])
+    h_T: np.ndarray  # (m, d) aligned outputs
+    h_NT: np.ndarray  # (m, d) base samples
+    judge_T: np.ndarray  # (m,) the judge's reward logit clip(log((1 − p)/p), ±6); toxic: <= 0
+    judge_NT: np.ndarray
+    prompt_codes: np.ndarray  # (m,) int64, stable per prompt
+    text_T: list[str]
+    text_NT: list[str]
+    prompts: list[str]
+
+
+def load_samples(pairset, judge: str, encoder: str = "minilm") -> dict[str, SplitSamples]:
+    """SplitSamples of every split of a PairSet (embeddings from fairl.encode's cache)."""
+    from fairl.data.pairset import stable_prompt_code, to_pairs  # heavy: scorers import torch
+    from fairl.data.scorers import reward_from_toxicity
+
+    samples = {}
+    for split in SPLITS:
+        dataset, pairs = pairset[split], to_pairs(pairset[split], encoder)
+        samples[split] = SplitSamples(
+            h_T=pairs.h_T, h_NT=pairs.h_NT,
+            judge_T=reward_from_toxicity(np.asarray(dataset[f"tox_T_{judge}"], float)),
+            judge_NT=reward_from_toxicity(np.asarray(dataset[f"tox_NT_{judge}"], float)),
+            prompt_codes=np.array([stable_prompt_code(p) for p in dataset["prompt_id"]],
+                                  dtype=np.int64),
+            text_T=pairs.text_T, text_NT=pairs.text_NT, prompts=pairs.prompts)
+    return samples
+
+
+def make_sir_world(pairset, options: SirOptions, encoder: str = "minilm") -> World:
+    """The SIR world of a PairSet (fairl.data.pairset); see `sir_world`."""
+    return sir_world(load_samples(pairset, options.judge, encoder), options,
+                     source={"pairset": pairset.card.get("name"),
+                             "pairset_hash": pairset.content_hash, "encoder": encoder})
+
+
+def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dict) -> World:
+    """Probe on the train split's aligned outputs, SIR pairs of base samples per split, label
+    noise on train; `source` (pairset, pairset_hash, encoder) names the data in the info."""
+    target_T = {split: samples[split].judge_T for split in SPLITS}
+    probe = fit_probe(samples["train"].h_T, target_T["train"])
+    held_out_h = np.concatenate([samples[s].h_T for s in ("validation", "test")])
     held_out_y = np.concatenate([target_T[s] for s in ("validation", "test")])
-    base_y = np.concatenate([reward_from_toxicity(np.asarray(pairset[s][f"tox_NT_{judge}"]))
-                             for s in SPLITS])
-    base_h = np.concatenate([loaded[s].h_NT for s in SPLITS])
-    probe_texts = set(loaded["train"].text_T)
+    base_y = np.concatenate([samples[s].judge_NT for s in SPLITS])
+    base_h = np.concatenate([samples[s].h_NT for s in SPLITS])
+    probe_texts = set(samples["train"].text_T)
 
     splits, kls, shared, max_pool = {}, {}, 0, 0
     for number, split in enumerate(SPLITS):
-        dataset, pairs = pairset[split], loaded[split]
-        shared += sum(text in probe_texts for text in pairs.text_NT)
-        pool = _Pool(h=pairs.h_NT, texts=pairs.text_NT, reward=probe(pairs.h_NT),
-                     toxic=np.asarray(dataset[f"tox_NT_{judge}"]) >= threshold,
-                     prompt_codes=np.array([stable_prompt_code(p) for p in dataset["prompt_id"]],
-                                           dtype=np.int64),
-                     prompts=list(dataset["prompt"]))
+        part = samples[split]
+        shared += sum(text in probe_texts for text in part.text_NT)
+        pool = _Pool(h=part.h_NT, texts=part.text_NT, reward=probe(part.h_NT),
+                     toxic=part.judge_NT <= 0, prompt_codes=part.prompt_codes,
+                     prompts=part.prompts)
         max_pool = max(max_pool, *_pool_groups(pool.prompt_codes))
         splits[split], kls[split] = _split_pairs(
             pool, options, np.random.default_rng([options.seed, number]))
@@ -246,15 +277,13 @@ def make_sir_world(pairset, options: SirOptions, encoder: str = "minilm") -> Wor
         noise_rng = np.random.default_rng([options.seed, len(SPLITS)])
         splits["train"] = _swap(splits["train"],
                                 noise_rng.random(len(splits["train"])) < options.label_noise)
-    key = json.dumps({"pairset": pairset.content_hash, "encoder": encoder,
-                      "options": _options_dict(options)}, sort_keys=True)
+    key = json.dumps({**source, "options": _options_dict(options)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     all_kl = np.concatenate(list(kls.values()))
     info = {
-        "options": _options_dict(options), "encoder": encoder,
-        "pairset": pairset.card.get("name"), "pairset_hash": pairset.content_hash,
-        "probe": {"judge": judge, "alpha": probe.alpha, "fitted_on": "o_T of the train split "
-                  f"({len(target_T['train'])} aligned outputs)",
+        **source, "options": _options_dict(options),
+        "probe": {"judge": options.judge, "alpha": probe.alpha, "fitted_on": "o_T of the "
+                  f"train split ({len(target_T['train'])} aligned outputs)",
                   "held_out_aligned": agreement(probe(held_out_h), held_out_y),
                   "world_base_outputs": agreement(probe(base_h), base_y),
                   "base_texts_also_in_probe_pool": int(shared)},
@@ -279,22 +308,26 @@ def world_summary(world: World) -> str:
     splits = {"train": world.train, "validation": world.validation, "test": world.test}
     probe = info["probe"]
     held, base = probe["held_out_aligned"], probe["world_base_outputs"]
-    k = "whole pool (exact π*)" if options["k"] is None else f"{options['k']} (π_k, capped at the pool)"
+    k = ("whole pool (exact π*)" if options["k"] is None
+         else f"{options['k']} (π_k, capped at the pool)")
+    pi = "π*" if info["exact_pi_star"] else "π_k"
+    pairs = "  ".join(f"{s}={len(p)}" for s, p in splits.items())
+    tnt = "  ".join(f"{s}={p.tnt.mean():.1%} ({int(p.tnt.sum())})" for s, p in splits.items())
+    kl_splits = ", ".join(f"{s} {info['kl'][s]:.3f}" for s in SPLITS)
     lines = [
-        f"world 'sir' from PairSet {info['pairset']!r} ({info['pairset_hash'][:19]}), "
-        f"encoder {info['encoder']}  (dataset hash {world.dataset_hash})",
-        "  pairs: " + "  ".join(f"{s}={len(p)}" for s, p in splits.items())
-        + f"  ({options['pairs_per_prompt']} per prompt)",
-        "  T→NT share (judge " + probe["judge"] + "): "
-        + "  ".join(f"{s}={p.tnt.mean():.1%} ({int(p.tnt.sum())})" for s, p in splits.items()),
+        (f"world 'sir' from PairSet {info['pairset']!r} ({info['pairset_hash'][:19]}), "
+         f"encoder {info['encoder']}  (dataset hash {world.dataset_hash})"),
+        f"  pairs: {pairs}  ({options['pairs_per_prompt']} per prompt)",
+        f"  T→NT share (judge {probe['judge']}): {tnt}",
         f"  β = {options['beta']:g}   k = {k}   label noise = {options['label_noise']:g} (train)",
-        f"  KL(π*‖π_base) per prompt, exact on the pool: mean {info['kl']['mean']:.3f} nats "
-        + "(" + ", ".join(f"{s} {info['kl'][s]:.3f}" for s in SPLITS) + ")",
-        f"  probe r* = w·h + b (ridge α={probe['alpha']:g}) vs the {probe['judge']} judge's logit:"
-        f" held-out aligned outputs ρ={held['spearman']:.3f}, R²={held['r2']:.3f} (n={held['n']});"
-        f" the world's base outputs ρ={base['spearman']:.3f}, R²={base['r2']:.3f} (n={base['n']})",
+        (f"  KL({pi}‖π_base) per prompt, exact on the pool: mean {info['kl']['mean']:.3f} nats "
+         f"({kl_splits})"),
+        (f"  probe r* = w·h + b (ridge α={probe['alpha']:g}) vs the {probe['judge']} judge's "
+         f"logit: held-out aligned outputs ρ={held['spearman']:.3f}, R²={held['r2']:.3f} "
+         f"(n={held['n']}); the world's base outputs ρ={base['spearman']:.3f}, "
+         f"R²={base['r2']:.3f} (n={base['n']})"),
         f"  base texts also in the probe's pool: {probe['base_texts_also_in_probe_pool']}",
-        f"  oracle STARC (ridge of r* on h, train → test): "
-        f"{oracle_starc(world.train, world.test).starc:.4f}",
+        ("  oracle STARC (ridge of r* on h, train → test): "
+         f"{oracle_starc(world.train, world.test).starc:.4f}"),
     ]
     return "\n".join(lines)
