@@ -30,6 +30,7 @@ from fairl.feasible import chebyshev_centre, max_margin, random_directions, widt
 from fairl.report import Options, Section
 
 NAME = "feasible_width"
+STUDY = None  # reads no study: the LPs run here
 TITLE = "Theorem 1: feasible-set width, standard vs failure-aware"
 WORLD = PlantedConfig(n_train=200, n_test=2, n_val=2, d=6, label_noise=0.0, seed=0)
 DIRECTIONS, SEED = 60, 0
@@ -99,7 +100,9 @@ def build(options: Options) -> Section:
         ax.set_xlabel(label)
         ax.set_ylabel("width ratio |F_FA| / |F|")
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"against {label} ({fixed_key.replace('_', ' ')} = {fixed:g})")
+        fixed_text = (f"M_fail = {fixed:g}M" if fixed_key == "m_fail_factor"
+                      else f"{fixed:g} failure pairs")
+        ax.set_title(f"against {label} ({fixed_text})")
         if key == "failure_pairs":
             ax.set_xscale("log")
         ax.legend(fontsize="small")

@@ -19,6 +19,7 @@ from analysis.common import (
     fmt,
     fmt_interval,
     legend_above,
+    markdown_table,
     method_label,
     objective_label,
     objective_order,
@@ -138,11 +139,9 @@ def build(options: Options) -> Section:
     figure_caption = (f"{selection_note(source)} Held-out STARC against the number of "
                       f"training pairs, mean over {seeds} seeds with 95 % t-intervals; dotted "
                       "line: 0.2.")
-    from analysis.common import markdown_table
-
     used_ids = set(data["run_id"])
-    used = [(run, f"{method_label(run.method)}, n={run.param(N)}, "
-             f"{objective_label(run.objective)}") for run in source.runs
+    used = [(run, (f"{method_label(run.method)}, n={run.param(N)}, "
+                   f"{objective_label(run.objective)}")) for run in source.runs
             if run.run_id in used_ids]
     return Section(TITLE, [(files[0], figure_caption)],
                    [(markdown_table(columns, rows), caption)], files + table + [points_csv],

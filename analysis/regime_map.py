@@ -77,8 +77,10 @@ def build(options: Options) -> Section:
     if COLUMN not in data:
         data[COLUMN] = math.nan
     keys = _panel_keys(data)
-    panels = (sorted(data.groupby(keys).groups, key=str) if keys else [()])
-    panels = [panel if isinstance(panel, tuple) else (panel,) for panel in panels]
+    panels = list(data.groupby(keys).groups) if keys else [()]
+    panels = sorted((panel if isinstance(panel, tuple) else (panel,) for panel in panels),
+                    key=lambda panel: [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
+                                       for v in panel])
     row_values = sorted(data[ROW].dropna().unique()) or [math.nan]
     column_values = sorted(data[COLUMN].dropna().unique()) or [math.nan]
     limit = float(np.nanmax(np.abs(data["difference"]))) or 1e-3
@@ -97,14 +99,15 @@ def build(options: Options) -> Section:
         grid = np.full((len(row_values), len(column_values)), np.nan)
         for i, r in enumerate(row_values):
             for j, col in enumerate(column_values):
-                hit = part[((part[ROW] == r) | (part[ROW].isna() & (r != r)))
-                           & ((part[COLUMN] == col) | (part[COLUMN].isna() & (col != col)))]
+                hit = part[((part[ROW] == r) | (part[ROW].isna() & math.isnan(r)))
+                           & ((part[COLUMN] == col) | (part[COLUMN].isna() & math.isnan(col)))]
                 if hit.empty:
                     continue
                 cell = hit.iloc[-1]
                 grid[i, j] = cell["difference"]
                 ax.text(j, i, f"{cell['difference']:+.3f}\n{cell['relative_percent']:+.0f} %\n"
                         f"{SHORT[cell['verdict']]}", ha="center", va="center", fontsize=8,
+                        color="white" if abs(cell["difference"]) > 0.6 * limit else "black",
                         fontweight="bold" if cell["verdict"] != "no detectable difference"
                         else "normal")
         image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
@@ -112,7 +115,8 @@ def build(options: Options) -> Section:
         ax.set_xticks(range(len(column_values)), [f"{v:g}" for v in column_values])
         ax.set_yticks(range(len(row_values)), [f"{v:g}" for v in row_values])
         ax.set_xlabel("T→NT fraction of the training pairs")
-        ax.set_ylabel("β (alignment strength⁻¹)")
+        if index % width == 0:
+            ax.set_ylabel("β (alignment strength⁻¹)")
         ax.grid(False)
         title = ", ".join(objective_label(str(v)) if k == "objective" else f"{k}={v}"
                           for k, v in zip(keys, panel))
@@ -133,7 +137,7 @@ def build(options: Options) -> Section:
             for _, r in ordered.iterrows()]
     counts = ordered["verdict"].value_counts().to_dict()
     summary = ", ".join(f"{counts.get(word, 0)} {word}" for word in SHORT)
-    caption = (f"{selection_note(source)} FA-IRL ({method_label('fa_irl')}) vs standard IRL "
+    caption = (f"{selection_note(source)} FA-IRL vs standard IRL "
                "test STARC per cell; 95 % prompt × seed bootstrap interval, Holm over all "
                f"{len(ordered)} cells: {summary}.")
     table = write_table(options.out, NAME, columns, rows, caption, ordered)
