@@ -1,4 +1,4 @@
-"""Ablation: where failures come from (r*, the margin criterion, none), table and figure.
+"""Ablation: where failures come from (r*, the margin criterion, an ensemble, none), table and figure.
 
 The table is the variant table of ablation_no_rf (every metric; F1 / STARC against standard
 IRL with paired tests). The figure: held-out F1 and STARC per failure source, large dots = mean

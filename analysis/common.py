@@ -26,6 +26,7 @@ VARIANTS = {
     **METHODS,
     "ground_truth_failures": "failures from r* (ground truth)",
     "margin_failures": "failures from margins (default)",
+    "ensemble_failures": "failures from ensemble disagreement",
     "no_failures": "no failures, R_F kept",
 }
 OBJECTIVES = {"max_margin": "max-margin", "max_entropy": "max-entropy"}

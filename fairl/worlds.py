@@ -1,4 +1,4 @@
-"""The registry of named worlds (planted, default, pairset): options checked, loaded, memoised."""
+"""The registry of named worlds (planted, default, pairset, sir): options checked, loaded, memoised."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from fairl.config import STRICT, ConfigError, build
 from fairl.data.planted import PlantedConfig, make_planted
+from fairl.data.sir import SirOptions
 from fairl.devices import resolve_device
 from fairl.pairs import World
 from fairl.paths import DEFAULT_WORLD_DIR
@@ -79,6 +80,27 @@ def _text_world(options: dict, default_path: bool) -> World:
                     test_split=values.test_split, validation_split=values.validation_split)
 
 
+def _sir_options(options: dict, where: str):
+    values = build(SirOptions, options, where)
+    path = Path(values.path) if values.path else DEFAULT_WORLD_DIR
+    if not (path / "card.json").is_file():
+        raise ConfigError(f"{where}.path: no PairSet at {path}")
+    return values, path
+
+
+def _sir_world(options: dict) -> World:
+    from fairl.data.pairset import PairSet  # heavy: its scorers import torch
+    from fairl.data.sir import make_sir_world
+
+    values, path = _sir_options(options, "world.options")
+    pairset = PairSet.load(path)
+    encoder = values.encoder
+    if encoder == "base-meanpool":
+        base = pairset.card.get("models", {}).get("base") or "smollm2-135m-instruct"
+        encoder = "smollm2-meanpool" if base == "smollm2-135m-instruct" else f"{base}-meanpool"
+    return make_sir_world(pairset, values, encoder)
+
+
 # name -> (loader(options) -> World, checker(options, where) raising ConfigError)
 WORLDS = {
     "planted": (_planted, _planted_options),
@@ -88,6 +110,8 @@ WORLDS = {
     # any PairSet folder built by `fairl world build` (e.g. the hub setting)
     "pairset": (lambda options: _text_world(options, False),
                 lambda options, where: _pairset_world_options(options, where, False)),
+    # a PairSet's base samples re-paired by SIR: r* a linear probe, o_T ~ π* (fairl.data.sir)
+    "sir": (_sir_world, _sir_options),
 }
 
 _loaded: dict[str, World] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import yaml
+
 from fairl.config import ConfigError
 from fairl.paths import DEFAULT_WORLD_DIR
 
@@ -57,7 +59,23 @@ def cmd_world_import(args: argparse.Namespace) -> int:
     return cmd_world_info(argparse.Namespace(path=str(args.out), card=False))
 
 
+def parse_options(items: list[str] | None) -> dict:
+    """--option KEY=VALUE pairs as a dict; each VALUE is read as YAML (0.5, null, true, text)."""
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item}: expected KEY=VALUE (e.g. beta=0.5)")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
 def cmd_world_info(args: argparse.Namespace) -> int:
+    if getattr(args, "world", None) == "sir":
+        return cmd_sir_info(args)
+    if getattr(args, "world", None) not in (None, "default", "pairset"):
+        raise ConfigError(f"--world {args.world}: `world info` describes sir or a PairSet "
+                          "(default, pairset with --path)")
     from fairl.data.pairset import PairSet, card_markdown, world_summary  # heavy: torch scorers
 
     path = args.path or DEFAULT_WORLD_DIR
@@ -69,6 +87,18 @@ def cmd_world_info(args: argparse.Namespace) -> int:
     if args.card:
         print()
         print(card_markdown(card))
+    return 0
+
+
+def cmd_sir_info(args: argparse.Namespace) -> int:
+    from fairl.data.sir import world_summary
+    from fairl.worlds import check_world_options, load_world
+
+    options = parse_options(args.option)
+    if args.path:
+        options["path"] = args.path
+    check_world_options("sir", options, "--option")  # one ConfigError line before any work
+    print(world_summary(load_world("sir", options)))
     return 0
 
 
@@ -109,4 +139,8 @@ def add_commands(commands) -> None:
         "info", help="print a world's card: sizes, T→NT, toxicity before/after, KL, build time")
     world_info.add_argument("--path", help="PairSet folder (default: the embedded world)")
     world_info.add_argument("--card", action="store_true", help="also print the full card")
+    world_info.add_argument("--world", help="a named world: sir (the SIR world over the PairSet, "
+                            "fairl.data.sir) or default / pairset (the card)")
+    world_info.add_argument("--option", action="append", metavar="KEY=VALUE",
+                            help="a world option (repeatable), e.g. --option beta=0.5")
     world_info.set_defaults(handler=cmd_world_info)

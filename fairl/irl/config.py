@@ -30,8 +30,12 @@ class FitConfig:
     tau: Float = Field(1.0, gt=0, description="temperature of the base log-loss (max-entropy)")
     M_fail: Float = Field(2.0, gt=0, description="stricter margin for failure pairs; >= M")
     tau_fail: Float = Field(0.5, gt=0, description="sharper temperature for failure pairs; <= tau")
-    failure_mode: Literal["margin", "ground_truth", "none"] = Field(
-        "margin", description="how failures F_t are found: Δ < γ_t, disagreement with r*, or off")
+    failure_mode: Literal["margin", "ground_truth", "ensemble", "none"] = Field(
+        "margin", description="how failures F_t are found: Δ < γ_t, disagreement with r*, sign "
+        "disagreement of a bootstrap ensemble of base heads, or off")
+    ensemble_size: Int = Field(
+        5, ge=2, le=64, description="failure_mode ensemble: base heads, each fitted (same "
+        "objective, rounds, lr) on a bootstrap resample of the pairs")
     dual_path: Bool = Field(True, description="R = R_D + R_F with a failure head; False: R = R_D")
     fail_grad_to_base: Bool = Field(
         False, description="failure loss also moves θ_D; default: only the failure head θ_F")

@@ -21,6 +21,37 @@ def ground_truth_failures(margins: torch.Tensor, gt_margins: torch.Tensor, gamma
     return (gt_margins > 0) & (margins < gamma)
 
 
+def ensemble_failures(ensemble_margins: torch.Tensor) -> torch.Tensor:
+    """Epistemic failures: pairs on which the ensemble's heads disagree in sign.
+
+    ensemble_margins: (heads, n) Δ_i of each head; a pair is a failure when some head puts
+    o_T above o_NT (Δ > 0) and another does not (Δ <= 0). A static set: it needs no γ_t.
+    """
+    positive = ensemble_margins > 0
+    return positive.any(0) & ~positive.all(0)
+
+
+def bootstrap_ensemble_margins(diffs: torch.Tensor, pair_loss, heads: int, rounds: int,
+                               lr: float, generator: torch.Generator) -> torch.Tensor:
+    """(heads, n) margins of `heads` linear base heads, head e fitted by full-batch Adam on a
+    bootstrap resample of the pairs (multiplicities from `generator`), minimising the mean of
+    `pair_loss(Δ)` (elementwise, e.g. the hinge max(0, M − Δ)) over its resample."""
+    n, d = diffs.shape
+    draws = torch.randint(0, n, (heads, n), generator=generator)
+    counts = torch.zeros(heads, n).scatter_add_(1, draws, torch.ones(heads, n)).to(diffs.device)
+    bound = 1 / math.sqrt(d)
+    theta = ((torch.rand(heads, d, generator=generator) * 2 - 1) * bound).to(diffs.device)
+    theta.requires_grad_(True)
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    with torch.enable_grad():
+        for _ in range(rounds):
+            optimizer.zero_grad()
+            loss = (counts * pair_loss(theta @ diffs.t())).sum() / n
+            loss.backward()
+            optimizer.step()
+    return (theta.detach() @ diffs.t())
+
+
 def failure_budget(n_failures: int, batch_size: int, p: float, budget: str) -> int:
     """|S_t|: ceil(p |F_t|) ("of_failures"), or min(|F_t|, ceil(p · batch)) ("of_batch")."""
     if budget == "of_failures":

@@ -7,7 +7,8 @@ biases cancel (they keep their Kaiming-uniform init) and the fit runs on the dif
 matrix D, built once.
 
 Round t:  γ_t, λ_t, p_t from the schedules
-          F_t = failures of the current R (margin: Δ < γ_t; ground truth: r* agrees, R doesn't)
+          F_t = failures of the current R (margin: Δ < γ_t; ground truth: r* agrees, R doesn't;
+                ensemble: a fixed set, where bootstrap base heads disagree in sign)
           S_t = ceil(p_t |F_t|) failures drawn from F_t (random, seeded)
           L_t = L_base(R_D + sg(R_F); M, τ) + λ_t L_fail(S_t; sg(R_D) + R_F; M_fail, τ_fail)
                 + α‖θ_F‖²
@@ -35,6 +36,8 @@ import torch
 from fairl.devices import resolve_device
 from fairl.irl.config import FitConfig
 from fairl.irl.failures import (
+    bootstrap_ensemble_margins,
+    ensemble_failures,
     failure_budget,
     ground_truth_failures,
     margin_failures,
@@ -98,6 +101,8 @@ def find_failures(margins: torch.Tensor, config: FitConfig, gamma: float,
         return margin_failures(margins, gamma)
     if config.failure_mode == "ground_truth":
         return ground_truth_failures(margins, gt_margins, gamma)
+    if config.failure_mode == "ensemble":  # gt_margins carries the ensemble's static mask here
+        return gt_margins
     return torch.zeros_like(margins, dtype=torch.bool)
 
 
@@ -281,7 +286,24 @@ def _difference_matrix(h_T, h_NT, gt_T, gt_NT, config: FitConfig):
         if gt_margins.shape != (len(h_T),):
             raise ValueError(f"gt_T/gt_NT must have shape ({len(h_T)},), got {gt_margins.shape}")
         gt_margins = torch.from_numpy(gt_margins)
+    if config.failure_mode == "ensemble":
+        gt_margins = ensemble_failure_mask(diffs, config)
     return diffs, gt_margins
+
+
+def ensemble_failure_mask(diffs: torch.Tensor, config: FitConfig) -> torch.Tensor:
+    """F of failure_mode ensemble: sign disagreement of config.ensemble_size bootstrap base
+    heads (the configured objective, rounds and lr; their own generator, seeded by the fit)."""
+    if config.objective == "max_margin":
+        def pair_loss(m):
+            return torch.relu(config.M - m)
+    else:
+        def pair_loss(m):
+            return torch.nn.functional.softplus(-m / config.tau)
+    generator = torch.Generator().manual_seed(config.seed)
+    margins = bootstrap_ensemble_margins(diffs, pair_loss, config.ensemble_size, config.rounds,
+                                         config.lr, generator)
+    return ensemble_failures(margins)
 
 
 @torch.no_grad()

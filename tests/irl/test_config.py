@@ -13,6 +13,7 @@ INVALID = {
     "M_fail": 0.5,  # < M
     "tau_fail": 2.0,  # > tau
     "failure_mode": "oracle",
+    "ensemble_size": 1,
     "dual_path": "sometimes",
     "fail_grad_to_base": "perhaps",
     "gamma_start": "low",

@@ -60,7 +60,8 @@ def states(trials) -> dict[str, int]:
 def test_every_study_file_validates():
     names = {path.stem: load_study(path) for path in STUDIES.glob("*.yaml")}
     required = {"smoke", "main_table", "fa_sweep", "tnt_fraction", "ablation_no_rf",
-                "ablation_fixed_lambda", "ablation_failure_source"}
+                "ablation_fixed_lambda", "ablation_failure_source", "identifiability",
+                "regime_map"}
     assert required <= set(names)
     for study in names.values():
         assert study.trials >= 1 and study.spec.seeds and study.spec.objectives
@@ -112,7 +113,7 @@ def test_paper_studies_cover_what_the_paper_needs():
 
     study, space = grid("ablation_failure_source")
     modes = {study.spec.variants[v]["failure_mode"] for v in space["variant"]}
-    assert {"ground_truth", "margin", "none"} <= modes
+    assert {"ground_truth", "margin", "ensemble", "none"} <= modes
 
     study, space = grid("ablation_no_rf")
     assert any(v.get("dual_path") is False and v.get("failure_mode") == "margin"
