@@ -119,8 +119,14 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
     dim = len(next(iter(results.values())).theta_D)
     frame = pd.DataFrame({"text": list(example)}) if encoder else \
         pd.DataFrame(np.asarray(example, np.float32), columns=[f"h{i}" for i in range(dim)])
-    client(uri)  # WAL and schema for a SQLite store, as every other fairl write
+    mlflow_client = client(uri)  # WAL and schema for a SQLite store, as every other fairl write
     mlflow.set_tracking_uri(uri)
+    # Made here, in the run's experiment: Model.log alone makes it in the default experiment
+    # (no active run in a worker), and MLflow's runs table lists, in its Models column, the
+    # models of the run's own experiment whose source run it is.
+    run = mlflow_client.get_run(run_id)
+    model = mlflow_client.create_logged_model(run.info.experiment_id, name=ARTIFACT,
+                                              source_run_id=run_id, params=run.data.params)
     # Its notes on cloudpickle and on predict's type hints say nothing about this model.
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), \
             _quiet(logging.getLogger("mlflow.pyfunc")):
@@ -129,7 +135,7 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
         heads.write_bytes(heads_bytes(results))
         # Model.log, not pyfunc.log_model: it takes the run by id (workers have no active run).
         info = Model.log(
-            None, mlflow.pyfunc, name=ARTIFACT, run_id=run_id,
+            None, mlflow.pyfunc, name=ARTIFACT, run_id=run_id, model_id=model.model_id,
             python_model=RewardModel(encoder, dim, best_seed),
             artifacts={"heads": str(heads)}, signature=_signature(encoder, dim, best_seed),
             input_example=frame,

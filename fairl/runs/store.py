@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -155,9 +156,26 @@ def _fast_sqlite(database: Path) -> None:
         pass
 
 
-# MLflow 3's UI opens an experiment by its kind; without it, on the GenAI (traces) overview.
-# fairl's experiments hold training runs: "custom_model_development" opens the runs table.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# How MLflow's UI (3.17) shows a fairl experiment. Its sidebar switch "GenAI | Model training"
+# (URL query workflowType, else the browser's localStorage, else GenAI) decides whether an
+# experiment opens on the GenAI overview or on its runs: the kind tag below is what older
+# 3.x releases read, and MLflow's own "Machine learning" label; `runs_url` is the link that
+# opens the runs table. That table shows only Source, Models and Dataset columns by default,
+# whatever was logged; a "shared view" (an experiment tag `mlflow.sharedViewState.<key>` that
+# the URL query viewStateShareKey=<key> loads) selects the columns a comparison needs: the
+# variant, the objective (val_f1) and the test scores (fairl.runs.write's names).
+VIEW_KEY = "fairl"
+RUNS_VIEW = {"selectedColumns": [
+    "attributes.`Dataset`", "attributes.`Models`", "params.`variant`", "metrics.`val_f1`",
+    "metrics.`test_f1`", "metrics.`test_pairwise_accuracy`", "metrics.`test_starc`"]}
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
+                   f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(RUNS_VIEW)}
+
+
+def runs_url(base: str, experiment: str) -> str:
+    """The MLflow UI page (server at `base`) of experiment id `experiment`'s runs table."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}")
 
 
 def experiment_id(uri: str, name: str, tags: dict[str, str] | None = None) -> str:
@@ -167,15 +185,15 @@ def experiment_id(uri: str, name: str, tags: dict[str, str] | None = None) -> st
     mlflow_client = client(uri)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
-        if "mlflow.experimentKind" not in experiment.tags:  # made before fairl set the kind
-            for key, value in EXPERIMENT_KIND.items():
+        for key, value in EXPERIMENT_TAGS.items():  # made by an older fairl: brought up to date
+            if experiment.tags.get(key) != value:
                 mlflow_client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     root = artifact_root(uri)
     location = Path(root, name).as_uri() if root else None
     try:
         return mlflow_client.create_experiment(name, artifact_location=location,
-                                               tags={**(tags or {}), **EXPERIMENT_KIND})
+                                               tags={**(tags or {}), **EXPERIMENT_TAGS})
     except MlflowException:  # another process created it first
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from fairl.process import interrupt_on_sigterm
-from fairl.runs.store import artifact_root, client
+from fairl.runs.store import artifact_root, client, runs_url
 
 # MLflow's switch for its job runner and huey consumers (mlflow.environment_variables).
 NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -101,12 +101,23 @@ def _wait_gone(leader: int, known: dict[int, str], timeout: float) -> bool:
         time.sleep(0.2)
 
 
+def ui_banner(uri: str, base: str, experiments) -> str:
+    """What `fairl ui` prints: the server, then each experiment's runs table (runs_url)."""
+    lines = [f"MLflow UI for {uri} on {base} (Ctrl-C to stop)"]
+    for experiment in sorted(experiments, key=lambda item: item.name):
+        if experiment.name != "Default":  # MLflow's own, empty in fairl's stores
+            lines.append(f"  {experiment.name}: {runs_url(base, experiment.experiment_id)}")
+    if len(lines) == 1:
+        lines.append(f"  experiments: {base}/#/experiments?workflowType=machine_learning")
+    return "\n".join(lines)
+
+
 def serve_ui(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Run the MLflow UI in the foreground until interrupted (SIGINT or SIGTERM)."""
-    if uri.startswith("sqlite:///"):
-        client(uri)  # create the schema first, so the UI opens on an empty store too
+    # The schema is made first (a SQLite store), so the UI opens on an empty store too.
+    experiments = client(uri).search_experiments()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **NO_JOBS}
-    print(f"MLflow UI for {uri} on http://{host}:{port} (Ctrl-C to stop)", flush=True)
+    print(ui_banner(uri, f"http://{host}:{port}", experiments), flush=True)
     process = None
     # The handler is in place before the server starts: a SIGTERM in between would otherwise
     # kill this process and orphan the server. Own session: Ctrl-C reaches only this process,

@@ -19,8 +19,8 @@ whole configuration evaluated on every seed of the study:
 * the reward as an MLflow pyfunc model `reward` (fairl.models; every seed's heads, the best
   seed by default; its URI in the tag reward_model_uri) and the world as dataset inputs
   `<world>/<train|validation|test>` with the content hash as digest;
-* names: `<variant> · <searched values> #<trial number>`; the experiment's
-  mlflow.experimentKind makes MLflow 3 open on the runs table.
+* names: `<variant> · <searched values> #<trial number>`; the experiment's tags make
+  MLflow's UI open on the runs table with the columns a comparison needs (fairl.runs.store).
 Logging goes through `MlflowClient.log_batch` (one call per run; a per-point loop is ~30x
 slower). mlflow is imported lazily: it costs ~2 s.
 """

@@ -265,3 +265,17 @@ def test_fairl_dashboard_serves_the_study_storage(store, tmp_path):
                         f"http://127.0.0.1:{port}/dashboard/", tmp_path / "dashboard.log",
                         stop=signal.SIGINT, port=port)
     assert status == 200
+
+
+def test_ui_banner_links_each_experiment_to_its_runs_table():
+    from types import SimpleNamespace
+
+    from fairl.runs import ui
+
+    experiments = [SimpleNamespace(name="smoke", experiment_id="3"),
+                   SimpleNamespace(name="Default", experiment_id="0")]
+    banner = ui.ui_banner("sqlite:///x.db", "http://127.0.0.1:5000", experiments).splitlines()
+    # The runs table (not MLflow 3's GenAI overview) with fairl's shared view of columns.
+    assert banner[1:] == [("  smoke: http://127.0.0.1:5000/#/experiments/3/runs"
+                           "?workflowType=machine_learning&viewStateShareKey=fairl")]
+    assert "workflowType=machine_learning" in ui.ui_banner("sqlite:///x.db", "http://h:1", [])

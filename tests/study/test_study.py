@@ -243,6 +243,11 @@ def test_smoke_study_end_to_end(store, capsys):
     # The MLflow UI: the experiment opens on its runs, runs say what differs, the world is input.
     experiment = client.get_experiment_by_name("smoke")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags[f"mlflow.sharedViewState.{runs_store.VIEW_KEY}"])
+    for column in view["selectedColumns"]:  # the runs table's columns: logged on every trial
+        kind, key = re.fullmatch(r"(\w+)\.`(.+)`", column).groups()
+        assert kind == "attributes" or all(
+            key in getattr(run.data, kind) for run in finished), column
     names = [run.info.run_name for run in finished]
     assert len(set(names)) == 4, names
     for run in finished:
@@ -281,8 +286,15 @@ def check_reward_models(uri: str, finished: list, capsys) -> None:
 
     h = np.random.default_rng(0).normal(size=(7, 16)).astype(np.float32)
     frame = pd.DataFrame(h, columns=[f"h{i}" for i in range(16)])
+    client = runs_store.client(uri)
     for run in finished:
         tags = run.data.tags
+        # The run's output, in the run's experiment: what MLflow's runs table lists as Models.
+        model_id = tags["reward_model_uri"].removeprefix("models:/")
+        assert [output.model_id for output in run.outputs.model_outputs] == [model_id]
+        logged = client.get_logged_model(model_id)
+        assert (logged.experiment_id, logged.source_run_id, logged.name) == (
+            run.info.experiment_id, run.info.run_id, "reward")
         model = mlflow.pyfunc.load_model(tags["reward_model_uri"])
         assert [c.name for c in model.metadata.signature.outputs.inputs] == ["R", "R_D", "R_F"]
         assert model.metadata.get_input_schema().input_names()[:2] == ["h0", "h1"]
