@@ -14,7 +14,8 @@ from fairl.cli.report import build_report
 from fairl.paths import DEFAULT_WORLD_DIR, project_root
 
 DEMO_STUDIES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda",
-                "ablation_failure_source", "tnt_fraction", "fa_sweep")
+                "ablation_failure_source", "tnt_fraction", "fa_sweep",
+                "identifiability", "regime_map")  # the last two: the SIR world (issue 15)
 
 
 def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None = None,

@@ -61,4 +61,12 @@ class TrialMonitor:
     def report(self, step: int, value: float) -> None:
         self.trial.report(value, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at round {step}")
+            raise Pruned(step, f"{self.split}_{self.name}", value)
+
+
+class Pruned(optuna.TrialPruned):
+    """optuna.TrialPruned with the global round and the last value it reported."""
+
+    def __init__(self, step: int, metric: str, value: float):
+        super().__init__(f"pruned at round {step} ({metric} {value:.4g})")
+        self.step, self.metric, self.value = step, metric, value

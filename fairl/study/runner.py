@@ -45,7 +45,7 @@ from fairl.runs.read import MissingStudy, load_study_runs
 from fairl.runs.reap import reap_runs
 from fairl.runs.store import experiment_id, resolve_tracking_uri
 from fairl.study.links import check_stores, run_killer
-from fairl.study.pruning import TrialMonitor, make_pruner
+from fairl.study.pruning import Pruned, TrialMonitor, make_pruner
 from fairl.study.references import reference_metrics
 from fairl.study.spec import Study, TrialConfig, load_study, resolve, suggest
 from fairl.study.storage import (
@@ -380,7 +380,7 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
                               world_splits(world), spec.world)
         runs.end_run(uri, run_id, runs.FINISHED)
-    except optuna.TrialPruned as pruned:
+    except Pruned as pruned:
         _prune_run(uri, run_id, config, pruned)
         raise
     except OSError as error:
@@ -414,11 +414,11 @@ def _monitor(trial, study: Study, config: TrialConfig) -> TrialMonitor | None:
                         pairs)
 
 
-def _prune_run(uri: str, run_id: str, config: TrialConfig, pruned: optuna.TrialPruned) -> None:
-    """A pruned trial's run: its config and the values it reported, FINISHED, tagged."""
+def _prune_run(uri: str, run_id: str, config: TrialConfig, pruned: Pruned) -> None:
+    """A pruned trial's run: its config and the last value it reported, FINISHED, tagged."""
     params, tags = _config_tags(config)
-    step = str(pruned).rsplit(" ", 1)[-1]
-    runs.log_run(uri, run_id, params=params, tags={**tags, "pruned_at_round": step})
+    runs.log_run(uri, run_id, params=params, metrics={f"pruned_{pruned.metric}": pruned.value},
+                 tags={**tags, "pruned_at_round": str(pruned.step)})
     runs.log_text(uri, run_id, yaml.safe_dump(config.as_dict(), sort_keys=False), "config.yaml")
     runs.end_run(uri, run_id, runs.FINISHED)
 

@@ -85,6 +85,8 @@ def test_pruned_trial_is_tagged_in_mlflow_and_the_study_reaches_its_count(store,
     assert hopeless.info.status == "FINISHED"
     assert hopeless.data.tags["pruned_at_round"] == str(
         max(by_lr[1e-7].intermediate_values))
+    assert hopeless.data.metrics["pruned_val_pairwise_accuracy"] == pytest.approx(
+        by_lr[1e-7].intermediate_values[max(by_lr[1e-7].intermediate_values)])
     assert all("pruned_at_round" not in run.data.tags for lr, run in runs.items()
                if lr != "1e-07")
     loaded = load_study_runs.__wrapped__(f"sqlite:///{store / 'mlflow.db'}", "prune",
