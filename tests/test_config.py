@@ -271,7 +271,7 @@ LITERALS = {name: list(get_args(info.annotation)) for name, info in
             FitConfig.__pydantic_fields__.items() if get_origin(info.annotation) is Literal}
 FLOATS = [name for name, info in FitConfig.__pydantic_fields__.items() if info.annotation is float]
 BOOLS = [name for name, info in FitConfig.__pydantic_fields__.items() if info.annotation is bool]
-INTS = ["rounds", "seed"]
+INTS = ["rounds", "seed", "ensemble_size"]
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9)
 positive = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False)
 unit = st.floats(min_value=0.0, max_value=1.0)
@@ -294,6 +294,7 @@ def valid_fit(draw):
         "rounds": draw(st.integers(1, MAX_ROUNDS)),
         "batch_size": draw(st.none() | st.integers(1, MAX_BATCH)),
         "seed": draw(st.integers(0, MAX_SEED)),
+        "ensemble_size": draw(st.integers(2, 64)),
         "device": draw(st.sampled_from(["cpu", "cpu:0"])),
         **{name: draw(st.booleans()) for name in BOOLS},
         **{name: draw(st.sampled_from(choices)) for name, choices in LITERALS.items()},
@@ -318,8 +319,9 @@ def _bad_value(field: str):
                 options.append(st.floats(min_value=bound.le + 1e-6, allow_infinity=False))
         return st.one_of(options)
     if field in INTS or field == "batch_size":
-        limit = {"rounds": MAX_ROUNDS, "seed": MAX_SEED, "batch_size": MAX_BATCH}[field]
-        low = 0 if field == "seed" else 1
+        limit = {"rounds": MAX_ROUNDS, "seed": MAX_SEED, "batch_size": MAX_BATCH,
+                 "ensemble_size": 64}[field]
+        low = {"seed": 0, "ensemble_size": 2}.get(field, 1)
         out_of_range = st.integers(max_value=low - 1) | st.integers(min_value=limit + 1)
         none = st.nothing() if field == "batch_size" else st.none()
         return not_number | st.floats() | out_of_range | none

@@ -163,7 +163,26 @@ def log_world_inputs(uri: str, run_id: str, world: str, dataset_hash: str,
                 json.dumps({"num_rows": count})),
         [InputTag("mlflow.data.context", context)])
         for context, count in splits.items()]
-    client(uri).log_inputs(run_id, datasets=inputs)
+    _retry_unique_race(lambda: client(uri).log_inputs(run_id, datasets=inputs))
+
+
+def _retry_unique_race(call, attempts: int = 3):
+    """`call()`, again when it lost a create race on a unique key. MLflow's SQL store looks a
+    dataset up, then inserts it: two hosts logging one world at once both miss it, and the
+    later insert fails with a unique violation (seen in tests/runs/test_server.py, 1 trial in
+    ~3 runs). Trying again finds the other host's row; any other error is raised at once."""
+    from mlflow.exceptions import MlflowException  # heavy: see fairl.runs.store.client
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except MlflowException as error:
+            text = str(error).lower()
+            if attempt == attempts - 1 or not ("unique" in text and ("violat" in text
+                                                                      or "constraint" in text)):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return None
 
 
 def end_run(uri: str, run_id: str, status: str = FINISHED) -> None:

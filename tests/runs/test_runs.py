@@ -279,3 +279,30 @@ def test_ui_banner_links_each_experiment_to_its_runs_table():
     assert banner[1:] == [("  smoke: http://127.0.0.1:5000/#/experiments/3/runs"
                            "?workflowType=machine_learning&viewStateShareKey=fairl")]
     assert "workflowType=machine_learning" in ui.ui_banner("sqlite:///x.db", "http://h:1", [])
+
+
+def test_a_lost_unique_key_race_is_tried_again_and_other_errors_are_not():
+    """log_world_inputs' guard: MLflow's dataset get-or-create loses races between hosts."""
+    from mlflow.exceptions import MlflowException
+
+    from fairl.runs.write import _retry_unique_race
+
+    calls = []
+
+    def racy():
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException('(psycopg2.errors.UniqueViolation) duplicate key value '
+                                  'violates unique constraint "dataset_pk"')
+        return "logged"
+
+    assert _retry_unique_race(racy) == "logged" and len(calls) == 2
+
+    def broken():
+        calls.append(1)
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: run not found")
+
+    calls.clear()
+    with pytest.raises(MlflowException, match="not found"):
+        _retry_unique_race(broken)
+    assert len(calls) == 1

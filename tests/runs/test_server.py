@@ -134,7 +134,9 @@ def test_two_hosts_through_a_real_mlflow_server(postgres, tmp_path, monkeypatch)
         trials_optuna = optuna.load_study(study_name="main_table",
                                           storage=open_storage(postgres)).get_trials()
         complete = [trial for trial in trials_optuna if trial.state.name == "COMPLETE"]
-        assert len(complete) == 4 == len(trials)
+        assert len(complete) == 4 == len(trials), [  # a failed trial's reason, if any
+            (trial.number, trial.state.name, trial.user_attrs.get("fail_reason"))
+            for trial in trials_optuna]
         assert {run.info.status for run in trials} == {"FINISHED"}
         downloads = tmp_path / "downloads"
         for run in trials:
