@@ -46,10 +46,8 @@ from fairl.irl.failures import (
 from fairl.irl.losses import (
     l2_penalty,
     l2_penalty_grad,
-    max_entropy_grad,
     max_entropy_loss,
     max_entropy_loss_grad,
-    max_margin_grad,
     max_margin_loss,
     max_margin_loss_grad,
 )
@@ -78,17 +76,9 @@ def objective_loss(margins: torch.Tensor, config: FitConfig, strict: bool) -> to
     return max_entropy_loss(margins, config.tau_fail if strict else config.tau)
 
 
-def objective_grad(margins: torch.Tensor, config: FitConfig, strict: bool,
-                   weight: float = 1.0) -> torch.Tensor:
-    """∂(weight · objective_loss)/∂Δ."""
-    if config.objective == "max_margin":
-        return max_margin_grad(margins, config.M_fail if strict else config.M, weight)
-    return max_entropy_grad(margins, config.tau_fail if strict else config.tau, weight)
-
-
 def objective_loss_grad(margins: torch.Tensor, config: FitConfig, strict: bool,
                         weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(objective_loss, objective_grad) in one go, bit for bit the two calls."""
+    """(objective_loss, ∂(weight · objective_loss)/∂Δ) in one go, as fa_irl_step applies them."""
     if config.objective == "max_margin":
         return max_margin_loss_grad(margins, config.M_fail if strict else config.M, weight)
     return max_entropy_loss_grad(margins, config.tau_fail if strict else config.tau, weight)
