@@ -8,9 +8,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -157,3 +160,24 @@ def postgres_server():
             subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m",
                                       "immediate", "stop"], check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def serve(command: list[str], url: str, log: Path, timeout: float,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`command` in its own session (output to `log`), returned once `url` answers 200; an
+    exit or `timeout` seconds without an answer is a RuntimeError showing the log."""
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[:4]} exited {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    raise RuntimeError(f"{url} not up in {timeout:.0f} s:\n{log.read_text()}")

@@ -14,14 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from study_support import free_port, trial_runs, use_store
+from study_support import free_port, serve, trial_runs, use_store
 
 ROOT = Path(__file__).resolve().parents[2]
 FAIRL = [sys.executable, "-c", "import sys; from fairl.cli import main; sys.exit(main())"]
@@ -55,20 +53,7 @@ def browser_or_skip():
 
 def start(command: list[str], url: str, log: Path) -> subprocess.Popen:
     """A server in its own session, up once `url` answers 200."""
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{command[3:]} exited {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    stop(process)
-    raise AssertionError(f"{url} not up in 40 s:\n{log.read_text()}")
+    return serve(command, url, log, 40)
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -10,14 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from study_support import free_port, postgres_or_skip
+from study_support import free_port, postgres_or_skip, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -60,20 +59,8 @@ def start_server(backend: str, artifacts: Path, port: int, log: Path) -> subproc
                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1"]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                              start_new_session=True)
-    deadline = time.monotonic() + 90  # the schema migrations on PostgreSQL take a while
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.5)
-    stop(server)
-    raise RuntimeError(f"mlflow server not up in 90 s:\n{log.read_text()}")
+    # 90 s: the schema migrations on PostgreSQL take a while
+    return serve(command, f"http://127.0.0.1:{port}/health", log, 90, env)
 
 
 def stop(server: subprocess.Popen) -> None:

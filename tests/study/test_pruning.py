@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from study_support import runs_of, use_store, write_study
 
 from fairl.config import ConfigError
 from fairl.data.planted import PlantedConfig, make_planted
@@ -13,7 +14,6 @@ from fairl.runs.read import load_study_runs
 from fairl.study.pruning import TrialMonitor, make_pruner
 from fairl.study.runner import run_study
 from fairl.study.spec import PrunerSpec, load_study
-from tests.study_support import runs_of, use_store, write_study
 
 WORLD = {"name": "planted", "options": {"n_train": 400, "n_test": 200, "n_val": 200, "d": 8,
                                         "label_noise": 0.0, "seed": 0}}
