@@ -416,10 +416,8 @@ def _monitor(trial, study: Study, config: TrialConfig) -> TrialMonitor | None:
 
 def _prune_run(uri: str, run_id: str, config: TrialConfig, pruned: Pruned) -> None:
     """A pruned trial's run: its config and the last value it reported, FINISHED, tagged."""
-    params, tags = _config_tags(config)
-    runs.log_run(uri, run_id, params=params, metrics={f"pruned_{pruned.metric}": pruned.value},
-                 tags={**tags, "pruned_at_round": str(pruned.step)})
-    runs.log_text(uri, run_id, yaml.safe_dump(config.as_dict(), sort_keys=False), "config.yaml")
+    _log_config(uri, run_id, config, metrics={f"pruned_{pruned.metric}": pruned.value},
+                tags={"pruned_at_round": str(pruned.step)})
     runs.end_run(uri, run_id, runs.FINISHED)
 
 
@@ -532,6 +530,13 @@ def log_trial(uri: str, run_id: str, config: TrialConfig, metrics, curves, artif
         runs.log_text(uri, run_id, text, name)
 
 
+def _log_config(uri: str, run_id: str, config: TrialConfig, metrics=None, tags=None) -> None:
+    """The params, tags and config.yaml of a run that ends without a full trial's logging."""
+    params, config_tags = _config_tags(config)
+    runs.log_run(uri, run_id, params=params, metrics=metrics, tags={**config_tags, **(tags or {})})
+    runs.log_text(uri, run_id, yaml.safe_dump(config.as_dict(), sort_keys=False), "config.yaml")
+
+
 def _fail_trial(trial, study: str, uri: str, run_id: str, config: TrialConfig | None,
                 error: Exception) -> None:
     """A failed trial: one line on stderr, the reason on the trial, the run FAILED."""
@@ -540,10 +545,7 @@ def _fail_trial(trial, study: str, uri: str, run_id: str, config: TrialConfig | 
     trial.set_user_attr("fail_reason", reason[:2000])
     try:
         if config is not None:
-            params, tags = _config_tags(config)
-            runs.log_run(uri, run_id, params=params, tags=tags)
-            runs.log_text(uri, run_id, yaml.safe_dump(config.as_dict(), sort_keys=False),
-                          "config.yaml")
+            _log_config(uri, run_id, config)
         runs.fail_run(uri, run_id, error)
     except Exception as logging_error:  # noqa: BLE001 (keep the trial's own error)
         print(f"  (could not mark MLflow run {run_id} FAILED: {logging_error})", file=sys.stderr)
