@@ -15,8 +15,18 @@ bookkeeping (schedules, failure finding and sampling, history, divergence checks
 per head, a hinge, autograd backward (for the failure head over a 10 % row subset), Adam;
 and a naive two-head autograd loop (full backward for both heads), for scale.
 
+The fit reads read-only pairs, as a study's trials do (a loaded world is read-only), so
+D = h_T - h_NT is built once and reused (fairl.irl.fit.difference_matrix); that one-time
+build is timed and printed on its own, and "fit incl. D" adds it back.
+
+Batched seeds: a trial fits 3 seeds on one D. Their products could go as one skinny GEMM
+pair, D @ [θ_1 θ_2 θ_3] and D^T [g_1 g_2 g_3], instead of 3 x 2 matrix-vector products;
+the "seeds" line times both ways for the matrix work alone.
+
 Repeats alternate fit / floor / bare and the best time of each is kept, so a busy machine
-penalises all alike. numpy (OpenBLAS) and torch (MKL) both get --threads threads.
+penalises all alike; each timed section starts after a 0.2 s pause, so the worker threads
+one BLAS leaves spinning (OpenBLAS's after numpy, OpenMP's after torch) do not slow the next
+section on a 2-core machine. numpy (OpenBLAS) and torch (MKL) both get --threads threads.
 --clock cpu times process CPU time instead of wall time: with --threads 1 on a machine
 other jobs share it leaves out the time spent waiting for a core (with more threads it
 counts OpenMP's spin-waits, so use wall time there).
@@ -33,14 +43,19 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from fairl.irl import FitConfig, fit
+from fairl.irl.fit import difference_matrix
 
 clock = time.perf_counter
+
+
+PAUSE = 0.2  # seconds before each timed section: the other BLAS's spinning threads settle
 
 
 def numpy_floor(diffs: np.ndarray, rounds: int, lr: float = 0.05) -> float:
     """Two matrix-vector products per round: margins D @ θ, gradient D.T @ g."""
     theta = np.zeros(diffs.shape[1], dtype=np.float32)
     scale = np.float32(-1 / len(diffs))
+    time.sleep(PAUSE)
     start = clock()
     for _ in range(rounds):
         margins = diffs @ theta
@@ -54,6 +69,7 @@ def bare_loop(diffs: torch.Tensor, n_heads: int, rounds: int, naive: bool = Fals
     optimizer = torch.optim.Adam([weights], lr=0.05)
     subset = torch.randperm(len(diffs), generator=torch.Generator().manual_seed(0))
     subset = subset[: len(diffs) // 10]
+    time.sleep(PAUSE)
     start = clock()
     for _ in range(rounds):
         if n_heads == 1:
@@ -71,6 +87,24 @@ def bare_loop(diffs: torch.Tensor, n_heads: int, rounds: int, naive: bool = Fals
     return clock() - start
 
 
+def seed_products(diffs: torch.Tensor, seeds: int, rounds: int, batched: bool) -> float:
+    """The matrix work of `seeds` fits on one D: per seed Δ = D θ and D^T g, or all seeds'
+    at once as (n, d) @ (d, seeds) and (d, n) @ (n, seeds)."""
+    n, d = diffs.shape
+    theta = torch.full((d, seeds), 0.01)
+    grads = torch.empty(d, seeds)
+    time.sleep(PAUSE)
+    start = clock()
+    for _ in range(rounds):
+        if batched:
+            margins = diffs @ theta
+            torch.mm(diffs.t(), margins, out=grads)
+        else:
+            for s in range(seeds):
+                torch.mv(diffs.t(), diffs.mv(theta[:, s].contiguous()), out=grads[:, s])
+    return clock() - start
+
+
 def planted_pairs(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     theta = rng.standard_normal(d) / np.sqrt(d)
@@ -84,15 +118,26 @@ def bench_shape(n: int, d: int, rounds: int, repeats: int) -> None:
     h_T, h_NT = planted_pairs(n, d)
     diffs_np = h_T - h_NT
     diffs = torch.from_numpy(diffs_np)
+    h_T.flags.writeable = h_NT.flags.writeable = False  # as a loaded world's pairs
 
     def timed_fit(config: FitConfig) -> float:
+        time.sleep(PAUSE)
         start = clock()
         fit(h_T, h_NT, config)
         return clock() - start
 
-    timed_fit(FitConfig(rounds=2))  # warm up torch
+    def timed_build() -> float:  # what fit pays once per read-only pairs (writeable: per fit)
+        fresh_T, fresh_NT = h_T.copy(), h_NT.copy()
+        time.sleep(PAUSE)
+        start = clock()
+        difference_matrix(fresh_T, fresh_NT)
+        return clock() - start
+
+    timed_fit(FitConfig(rounds=2))  # warm up torch; builds D once
     numpy_floor(diffs_np, 2)
-    print(f"{n} pairs x d={d} x {rounds} rounds")
+    build = min(timed_build() for _ in range(repeats))
+    print(f"{n} pairs x d={d} x {rounds} rounds; D = h_T - h_NT built and checked once "
+          f"(fit reuses it; the floor is handed it): {build * 1e3:.1f} ms")
     rows = [
         ("standard IRL", FitConfig(rounds=rounds, failure_mode="none", dual_path=False), 1),
         ("FA-IRL", FitConfig(rounds=rounds), 2),
@@ -111,10 +156,15 @@ def bench_shape(n: int, d: int, rounds: int, repeats: int) -> None:
               f"ratio {ours / bare:5.2f}")
         print(f"{'':>13}  per round (fit of {rounds} rounds - fit of 1) / {rounds - 1}: "
               f"{per_round * 1e3:6.3f} ms vs the floor's {floor / rounds * 1e3:6.3f} ms, ratio "
-              f"{per_round / (floor / rounds):5.2f}; fixed cost (D = h_T - h_NT, checks, "
-              f"init, history) {(once - per_round) * 1e3:5.1f} ms")
+              f"{per_round / (floor / rounds):5.2f}; fixed cost (init, schedules, history) "
+              f"{(once - per_round) * 1e3:5.1f} ms; fit incl. D {ours + build:6.3f} s, ratio "
+              f"{(ours + build) / floor:5.2f}")
     naive = min(bare_loop(diffs, 2, rounds, naive=True) for _ in range(repeats))
     print(f"{'(scale)':>13}: naive two-head autograd loop, full backward for both {naive:6.3f} s")
+    looped = min(seed_products(diffs, 3, rounds, batched=False) for _ in range(repeats))
+    batched = min(seed_products(diffs, 3, rounds, batched=True) for _ in range(repeats))
+    print(f"{'seeds':>13}: 3 seeds' matrix work, 3 x 2 matrix-vector products {looped:6.3f} s, "
+          f"one skinny GEMM pair {batched:6.3f} s, ratio {batched / looped:5.2f}")
 
 
 def main() -> None:

@@ -108,10 +108,13 @@ def _signature(encoder: str | None, dim: int, best_seed: int):
 
 
 def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_seed: int,
-                     encoder: str | None, example) -> str:
+                     encoder: str | None, example, *, experiment_id: str | None = None,
+                     params: dict[str, str] | None = None) -> str:
     """Log the trial's reward as pyfunc model `reward` of run `run_id`; returns its model URI.
 
     `example`: a few input rows (texts, or an (n, d) embedding array) for the input example.
+    `experiment_id` (the run's; read from the run when not given) and `params` (the trial's
+    configuration, shown on the model's page) save a read of the run.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
@@ -121,12 +124,13 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
         pd.DataFrame(np.asarray(example, np.float32), columns=[f"h{i}" for i in range(dim)])
     mlflow_client = client(uri)  # WAL and schema for a SQLite store, as every other fairl write
     mlflow.set_tracking_uri(uri)
+    if experiment_id is None:
+        experiment_id = mlflow_client.get_run(run_id).info.experiment_id
     # Made here, in the run's experiment: Model.log alone makes it in the default experiment
     # (no active run in a worker), and MLflow's runs table lists, in its Models column, the
     # models of the run's own experiment whose source run it is.
-    run = mlflow_client.get_run(run_id)
-    model = mlflow_client.create_logged_model(run.info.experiment_id, name=ARTIFACT,
-                                              source_run_id=run_id, params=run.data.params)
+    model = mlflow_client.create_logged_model(experiment_id, name=ARTIFACT,
+                                              source_run_id=run_id, params=params or {})
     # Its notes on cloudpickle and on predict's type hints say nothing about this model.
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), \
             _quiet(logging.getLogger("mlflow.pyfunc")):
@@ -135,15 +139,33 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
         heads.write_bytes(heads_bytes(results))
         # Model.log, not pyfunc.log_model: it takes the run by id (workers have no active run).
         info = Model.log(
-            None, mlflow.pyfunc, name=ARTIFACT, run_id=run_id, model_id=model.model_id,
+            None, _PyfuncFlavor, name=ARTIFACT, run_id=run_id, model_id=model.model_id,
             python_model=RewardModel(encoder, dim, best_seed),
             artifacts={"heads": str(heads)}, signature=_signature(encoder, dim, best_seed),
-            input_example=frame,
+            input_example=frame, validate_serving_input=False,
             # Named, not inferred: inference imports the model in a subprocess (seconds).
             pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
             metadata={"encoder": encoder or "none", "best_seed": best_seed,
                       "seeds": sorted(results)})
     return info.model_uri
+
+
+class _PyfuncFlavor:
+    """mlflow.pyfunc as the flavor Model.log saves with, minus its serving-input check.
+
+    Model.log skips that check (it reloads the saved model and predicts the input example:
+    ~40 % of a trial's logging on the smoke study) when given validate_serving_input=False, as
+    the transformers flavor does, but passes the keyword on to the flavor's save_model, and
+    pyfunc's rejects it; this drops it first. The models are checked instead where it costs
+    no trial anything: tests/study/test_study.py loads every trial's model and predicts with
+    it, and its serving input through mlflow.models.validate_serving_input.
+    """
+
+    __name__ = "mlflow.pyfunc"
+
+    @staticmethod
+    def save_model(validate_serving_input: bool = True, **kwargs):
+        return mlflow.pyfunc.save_model(**kwargs)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,16 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.h_T)
 
+    def freeze(self) -> Pairs:
+        """These pairs with their arrays made read-only (in place): what a process shares
+        across trials must not change under them; fairl.irl.fit reuses D = h_T - h_NT of
+        read-only h_T and h_NT instead of building it per fit."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        return self
+
     def subset(self, index: np.ndarray) -> Pairs:
         """Rows `index` (integer array or boolean mask) of every field."""
         index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
@@ -60,3 +70,10 @@ class World:
     dataset_hash: str
     info: dict = dataclasses.field(default_factory=dict)
     validation: Pairs | None = None  # studies select on it; the test split only reports
+
+    def freeze(self) -> World:
+        """The world with every split's arrays read-only (Pairs.freeze)."""
+        for pairs in (self.train, self.validation, self.test):
+            if pairs is not None:
+                pairs.freeze()
+        return self

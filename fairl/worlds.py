@@ -130,5 +130,7 @@ def load_world(name: str, options: dict | None = None) -> World:
     key = f"{name}:{json.dumps(options, sort_keys=True, default=str)}"
     if key not in _loaded:
         check_world_options(name, options, "world.options")
-        _loaded[key] = WORLDS[name][0](options)
+        # read-only: every trial of the process shares it (and fit reuses its D)
+        _loaded[key] = WORLDS[name][0](options).freeze()
     return _loaded[key]
+

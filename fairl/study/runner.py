@@ -376,7 +376,8 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
             raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
         log_trial(uri, run_id, config, metrics, curves, artifacts,
                   {"dataset_hash": world.dataset_hash},
-                  reward=(results, best_seed(metrics, config.seeds, spec), world))
+                  reward=(results, best_seed(metrics, config.seeds, spec), world),
+                  experiment=context.experiment)
         runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
                               world_splits(world), spec.world)
         runs.end_run(uri, run_id, runs.FINISHED)
@@ -508,10 +509,11 @@ def _config_tags(config: TrialConfig) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def log_trial(uri: str, run_id: str, config: TrialConfig, metrics, curves, artifacts,
-              extra_tags: dict[str, str], reward=None) -> None:
+              extra_tags: dict[str, str], reward=None, experiment: str | None = None) -> None:
     """Params, final metrics, curves and tags in one batch, the artifacts, the reward model.
 
-    `reward`: (seed -> FitResult, best seed, world), logged as pyfunc model `reward`.
+    `reward`: (seed -> FitResult, best seed, world), logged as pyfunc model `reward` (in
+    `experiment`, the run's; read from the run when None).
     """
     params, tags = _config_tags(config)
     if reward is not None:
@@ -521,8 +523,9 @@ def log_trial(uri: str, run_id: str, config: TrialConfig, metrics, curves, artif
         texts = world.train.text_T is not None
         encoder = world.info.get("encoder", "minilm") if texts else None
         example = world.train.text_T[:2] if texts else world.train.h_T[:2]
-        extra_tags = {**extra_tags, "reward_best_seed": str(seed), "reward_model_uri":
-                      log_reward_model(uri, run_id, results, seed, encoder, example)}
+        model_uri = log_reward_model(uri, run_id, results, seed, encoder, example,
+                                     experiment_id=experiment, params=params)
+        extra_tags = {**extra_tags, "reward_best_seed": str(seed), "reward_model_uri": model_uri}
     runs.log_run(uri, run_id, params=params, metrics=metrics, curves=curves,
                  tags={**tags, **extra_tags})
     artifacts = {**artifacts, "config.yaml": yaml.safe_dump(config.as_dict(), sort_keys=False)}

@@ -82,3 +82,13 @@ def test_prompt_groups_hold_two_to_k_pairs_and_no_prompt_is_in_two_splits():
         seen |= set(ids.tolist())
     plain = make_planted(PlantedConfig(n_train=400, n_test=200, d=4))
     assert np.array_equal(plain.test.prompt_ids, np.arange(200))  # default: one pair each
+
+
+def test_a_loaded_world_is_read_only():
+    from fairl.worlds import load_world
+
+    world = load_world("planted", {"n_train": 60, "n_test": 30, "d": 4, "seed": 11})
+    arrays = [getattr(pairs, name) for pairs in (world.train, world.test)
+              for name in ("h_T", "h_NT", "gt_T", "gt_NT")]
+    assert arrays and not any(array.flags.writeable for array in arrays)
+    assert load_world("planted", {"n_train": 60, "n_test": 30, "d": 4, "seed": 11}) is world

@@ -7,7 +7,7 @@ import torch
 
 from fairl.data.planted import PlantedConfig, make_planted
 from fairl.irl import FitConfig, FitDiverged, FitResult, fa_irl_loss, fit
-from fairl.irl.fit import fa_irl_step, init_heads
+from fairl.irl.fit import difference_matrix, fa_irl_step, init_heads
 from fairl.metrics import evaluate_reward
 
 STANDARD = {"failure_mode": "none", "dual_path": False}
@@ -112,6 +112,26 @@ def test_bit_identical_for_the_same_seed(clean_world):
     assert first.history == second.history
     other = fit(train.h_T, train.h_NT, FitConfig(rounds=20, batch_size=256, seed=4))
     assert not np.array_equal(first.reward(train.h_T), other.reward(train.h_T))
+
+
+def test_read_only_pairs_build_D_once_and_fit_as_writeable_ones(clean_world):
+    train = clean_world.train.subset(np.arange(400))
+    copies = train.h_T.copy(), train.h_NT.copy()  # writeable: a new D every call
+    assert difference_matrix(*copies) is not difference_matrix(*copies)
+    frozen = train.freeze()
+    assert not frozen.h_T.flags.writeable
+    first = difference_matrix(frozen.h_T, frozen.h_NT)
+    assert difference_matrix(frozen.h_T, frozen.h_NT) is first
+    assert torch.equal(first, torch.from_numpy(copies[0] - copies[1]))
+    config = FitConfig(rounds=15, seed=2)
+    reused, built = fit(frozen.h_T, frozen.h_NT, config), fit(*copies, config)
+    assert np.array_equal(reused.theta_D, built.theta_D)
+    assert np.array_equal(reused.theta_F, built.theta_F) and reused.history == built.history
+    with pytest.raises(ValueError, match="read-only"):
+        frozen.h_T[0, 0] = 1.0  # what would make a kept D stale cannot happen by accident
+    # Other arrays with the same values are other pairs: never served the kept D.
+    other = train.subset(np.arange(400)).freeze()
+    assert difference_matrix(other.h_T, other.h_NT) is not first
 
 
 def test_history_has_a_record_per_round(clean_world):

@@ -306,6 +306,18 @@ def check_reward_models(uri: str, finished: list, capsys) -> None:
             np.testing.assert_allclose(out["R"], result.reward(h), atol=1e-6)
             np.testing.assert_allclose(out["R_D"], result.reward_D(h), atol=1e-6)
             np.testing.assert_allclose(out["R_F"], result.reward_F(h), atol=1e-6)
+    # The check Model.log skips (fairl.models._PyfuncFlavor): the saved serving input
+    # example goes through the serving path and scores as the model does directly.
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model, validate_serving_input
+
+    folder = download_artifacts(finished[0].data.tags["reward_model_uri"])
+    serving_input = Model.load(folder).get_serving_input(folder)
+    assert serving_input is not None
+    served = validate_serving_input(finished[0].data.tags["reward_model_uri"], serving_input)
+    example = mlflow.pyfunc.load_model(folder).input_example
+    assert len(served) == 2 and np.isfinite(np.asarray(served["R"])).all()
+    np.testing.assert_allclose(served["R"], mlflow.pyfunc.load_model(folder).predict(example)["R"])
     capsys.readouterr()
     assert main(["study", "best", "smoke", "--register", "--alias", "champion"]) == 0
     printed = capsys.readouterr().out
