@@ -90,7 +90,7 @@ def bare_loop(diffs: torch.Tensor, n_heads: int, rounds: int, naive: bool = Fals
 def seed_products(diffs: torch.Tensor, seeds: int, rounds: int, batched: bool) -> float:
     """The matrix work of `seeds` fits on one D: per seed Δ = D θ and D^T g, or all seeds'
     at once as (n, d) @ (d, seeds) and (d, n) @ (n, seeds)."""
-    n, d = diffs.shape
+    d = diffs.shape[1]
     theta = torch.full((d, seeds), 0.01)
     grads = torch.empty(d, seeds)
     time.sleep(PAUSE)

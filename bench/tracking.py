@@ -5,7 +5,10 @@ inside the same run, each trial's fit work (`fairl.study.runner.evaluate`: every
 metrics) and everything else the trial costs: the study lock, reaping and counting,
 Optuna's ask/tell on the journal, MLflow run creation, the log_batch calls, artifacts and
 termination. Overhead ratio = (trial time - fit time) / fit time; goal < 10 %. One-time
-costs (imports, creating the MLflow database) are printed apart.
+costs (imports, creating the MLflow database) are printed apart. Two lines: the mean over
+all trials (the first trial's fit includes loading the world, once per process), and the
+steady state, trials 2..n: median objective and median fit, plus the mean per-trial cost of
+the worker loop around the objective (Optuna's ask/tell on the journal, lock, reap).
 
     python bench/tracking.py [--trials 20] [--store DIR] [--study studies/smoke.yaml]
                              [--curve-points N]
@@ -76,8 +79,11 @@ def main() -> None:
     timed(study, "evaluate", "fit (evaluate: every seed's fit + metrics)")
     timed(study, "objective", "trial (objective)")
     timed(study, "reap_trials", "reap + count (per loop)")
-    for name in ("start_run", "log_run", "log_text", "end_run"):
+    for name in ("start_run", "log_run", "log_text", "log_world_inputs", "end_run"):
         timed(write, name, f"mlflow {name}")
+    from fairl import models
+
+    timed(models, "log_reward_model", "mlflow log_reward_model")
     loop_start = time.perf_counter()
     report = study.run_study(args.study, trials=args.trials, progress=False)
     loop = time.perf_counter() - loop_start
@@ -98,6 +104,15 @@ def main() -> None:
     print(f"per trial: {per_trial * 1000:.1f} ms total, fit {fit * 1000:.1f} ms, "
           f"Optuna + MLflow overhead {overhead * 1000:.1f} ms")
     print(f"overhead / fit time = {overhead / fit:.1%}  (goal < 10 %)")
+    objectives = TIMES["trial (objective)"]
+    fits = TIMES["fit (evaluate: every seed's fit + metrics)"]
+    around = (sum(TIMES["worker loop (all trials)"]) - sum(objectives)) / n
+    steady_trial = statistics.median(objectives[1:] or objectives) + around
+    steady_fit = statistics.median(fits[1:] or fits)
+    print(f"steady state (trials 2..{n}, medians; the first trial loads the world): per trial "
+          f"{steady_trial * 1000:.1f} ms, fit {steady_fit * 1000:.1f} ms, overhead "
+          f"{(steady_trial - steady_fit) * 1000:.1f} ms = {(steady_trial - steady_fit) / steady_fit:.1%} "
+          f"of the fit time")
     print("breakdown (mean ms per call, calls):")
     for label, values in sorted(TIMES.items()):
         print(f"  {label:45s} {statistics.fmean(values) * 1000:8.2f}  x{len(values)}")

@@ -9,6 +9,7 @@ answer depends on it (auto or cuda), so validating `device: cpu` stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Annotated
 
@@ -89,3 +90,20 @@ def batch_size(stage: str, device: str, configured: int | None) -> int:
     if configured is not None:
         return configured
     return (GPU_BATCH if device.startswith("cuda") else CPU_BATCH)[stage]
+
+
+@contextlib.contextmanager
+def numpy_blas_single_threaded():
+    """numpy's (and scipy's) BLAS on one thread for the block; torch's threads are untouched.
+
+    fairl's numpy products are small (rewards h @ θ for the metrics, a few ms), but OpenBLAS
+    leaves its threads spinning for a while after each call, and on a 2-core machine they
+    took the cores from the torch fit that followed: one fa_sweep trial (3 fits on the
+    default world, their metrics and artifacts) took 0.52-0.60 s with OpenBLAS on 2 threads
+    and 0.34 s on 1, measured in one process. Workers of `--workers K` already get K-way
+    split thread counts by environment (fairl.study.runner._start_worker).
+    """
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+    with threadpool_limits(1, user_api="blas"):
+        yield

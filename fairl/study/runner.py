@@ -36,6 +36,7 @@ import yaml
 from tqdm import tqdm
 
 from fairl.config import ConfigError
+from fairl.devices import numpy_blas_single_threaded
 from fairl.experiment import run_experiment
 from fairl.irl.config import FitConfig
 from fairl.paths import redact
@@ -319,19 +320,20 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
     # collector's view; full collections otherwise stall MLflow's many small ORM objects.
     gc.freeze()
     try:
-        while context.workers == 1 or os.getppid() == parent:
-            with lock:
-                reap_trials(study, on_killed)
-                counts = tally(study.get_trials(deepcopy=False))
-                if counts.waiting == 0 and counts.done + counts.running >= context.target:
-                    break
-                try:
-                    study.optimize(lambda trial: _stop_on_disk_error(
-                        objective, trial, study_def, context, lock), n_trials=1, catch=(Exception,))
-                except StoreFault as fault:
-                    raise fault.error from None
-            if on_trial is not None:
-                on_trial(tally(study.get_trials(deepcopy=False)))
+        with numpy_blas_single_threaded():  # fairl.devices: why
+            while context.workers == 1 or os.getppid() == parent:
+                with lock:
+                    reap_trials(study, on_killed)
+                    counts = tally(study.get_trials(deepcopy=False))
+                    if counts.waiting == 0 and counts.done + counts.running >= context.target:
+                        break
+                    try:
+                        study.optimize(lambda trial: _stop_on_disk_error(
+                            objective, trial, study_def, context, lock), n_trials=1, catch=(Exception,))
+                    except StoreFault as fault:
+                        raise fault.error from None
+                if on_trial is not None:
+                    on_trial(tally(study.get_trials(deepcopy=False)))
     finally:
         lock.close()
     return tally(study.get_trials(deepcopy=False))
