@@ -13,13 +13,16 @@ run, so a busy machine penalises all alike.
 Printed per case: the whole command's wall time (imports, world load, workers' start-up,
 the launch's references and verdicts), the steady-state throughput (trials per minute from
 the first trial's start to the last trial's end, from Optuna's own timestamps), the trials
-pruned, and the ratio of its throughput to the baseline's.
+pruned, the ratio of its throughput to the baseline's, and the CPU time of the command
+(user + system, all its processes) over its wall time: how many of the cores it kept busy,
+which bounds what more workers can add.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,11 +53,13 @@ def run_case(source: Path, root: Path, case: str, trials: int) -> dict:
     env = {**os.environ, "FAIRL_MLRUNS": str(store)}
     for variable in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE"):
         env.pop(variable, None)
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-m", "fairl", "study", "run", str(path),
                            "--workers", str(workers)], env=env, cwd=ROOT,
                           capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"case {case}: fairl study run exited {done.returncode}\n"
                          f"{done.stderr[-3000:]}")
@@ -69,7 +74,7 @@ def run_case(source: Path, root: Path, case: str, trials: int) -> dict:
     last = max(t.datetime_complete for t in ended)
     span = (last - first).total_seconds()
     states = [t.state.name for t in ended]
-    return {"case": case, "workers": workers, "prune": prune, "wall": wall,
+    return {"case": case, "workers": workers, "prune": prune, "wall": wall, "cpu": cpu,
             "per_minute": len(ended) / span * 60, "span": span,
             "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
             "failed": states.count("FAIL")}
@@ -97,7 +102,8 @@ def main() -> None:
               f"wall {result['wall']:7.1f} s   steady {result['per_minute']:6.1f} trials/min "
               f"({result['span']:.1f} s from first start to last end)   "
               f"complete {result['complete']}, pruned {result['pruned']}, failed "
-              f"{result['failed']}   throughput x{ratio:.2f} of {baseline['case']}",
+              f"{result['failed']}   throughput x{ratio:.2f} of {baseline['case']}   "
+              f"CPU {result['cpu']:.0f} s = {result['cpu'] / result['wall']:.2f} cores busy",
               flush=True)
 
 

@@ -10,7 +10,9 @@ whole configuration evaluated on every seed of the study:
   lam, p, margins) with step = round, averaged over seeds;
 * tags: study, ablation, method, variant, seed (the seeds, comma-separated), world,
   dataset_hash, config_id, trial_number, optuna_* links, worker, git_commit, git_dirty,
-  fairl_version;
+  fairl_version, torch_threads (the fit's results depend on the thread count: another count
+  rounds MKL's products differently, and a sampled failure set can amplify one bit into
+  another trajectory; `--workers K` gives each worker cores // K threads);
 * artifacts: config.yaml (the resolved configuration), history.csv (every seed, every
   round), failures.csv (top-k pairs by rounds spent in F_t, with r* of both outputs and text
   when the world has them), rewards.npz (each seed's fitted heads and its rewards of every

@@ -360,7 +360,8 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
             "trial_number": str(trial.number), "optuna_trial_id": str(trial._trial_id),
             "optuna_study": study.name, "optuna_storage": redact(context.storage),
             "worker": worker_identity(), "seed": ",".join(map(str, spec.seeds)),
-            "world": spec.world["name"], **context.env_tags, **spec.tags}
+            "world": spec.world["name"], "torch_threads": str(_torch_threads()),
+            **context.env_tags, **spec.tags}
     values = suggest(trial, study.space)
     run_id = runs.start_run(uri, context.experiment, trial_run_name(values, trial.number), tags,
                             parent_run_id=context.launch_run)
@@ -401,6 +402,15 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
         raise
     return values[0] if len(values) == 1 else values
+
+
+def _torch_threads() -> int:
+    """torch's intra-op threads in this process: a trial's numbers depend on it (MKL's
+    matrix-vector products round differently with another count, and FA-IRL's sampled
+    failure sets carry a last-bit difference into a different trajectory), so the run says."""
+    import torch  # what the fits load anyway
+
+    return torch.get_num_threads()
 
 
 def _monitor(trial, study: Study, config: TrialConfig) -> TrialMonitor | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -295,6 +296,8 @@ def check_reward_models(uri: str, finished: list, capsys) -> None:
         logged = client.get_logged_model(model_id)
         assert (logged.experiment_id, logged.source_run_id, logged.name) == (
             run.info.experiment_id, run.info.run_id, "reward")
+        assert logged.params == run.data.params and "fit.lr" in logged.params  # its config
+        assert tags["torch_threads"] == str(torch.get_num_threads())  # results depend on it
         model = mlflow.pyfunc.load_model(tags["reward_model_uri"])
         assert [c.name for c in model.metadata.signature.outputs.inputs] == ["R", "R_D", "R_F"]
         assert model.metadata.get_input_schema().input_names()[:2] == ["h0", "h1"]
