@@ -9,24 +9,30 @@ loading needs fairl installed. Worlds without text (planted) take embeddings, co
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import io
 import json
 import logging
 import os
 import tempfile
 import time
+import uuid
 import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import yaml
 from mlflow.models import Model
+from mlflow.models.model import MODEL_CONFIG
 
 from fairl.encode import encode, get_encoder
 from fairl.irl import FitConfig, FitResult
 from fairl.runs.read import seeds_of
 from fairl.runs.store import client
+from fairl.runs.write import local_dir
 
 ARTIFACT = "reward"  # the model's name in a trial run: runs:/<run id>/reward
 HEADS_FILE = "heads.npz"
@@ -42,6 +48,9 @@ class RewardModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.results = read_heads(Path(context.artifacts["heads"]).read_bytes())
+        # The pickled instance is shared by every trial's model (fairl.models._pyfunc_files);
+        # the best seed is the model's config. Models logged before carry it pickled.
+        self.best_seed = int((context.model_config or {}).get("best_seed", self.best_seed))
 
     def result(self, seed: int | None = None) -> FitResult:
         """One seed's heads as a FitResult (the best seed by default)."""
@@ -115,57 +124,117 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
     `example`: a few input rows (texts, or an (n, d) embedding array) for the input example.
     `experiment_id` (the run's; read from the run when not given) and `params` (the trial's
     configuration, shown on the model's page) save a read of the run.
+
+    What MLflow's Model.log does, in fewer steps: the LoggedModel made in the run's experiment
+    and linked as the run's output, its files uploaded, then READY (FAILED if that fails).
+    The files are what mlflow.pyfunc.save_model writes; for a given encoder, width and input
+    example they differ between trials only in the heads and a few fields of MLmodel (run,
+    model id, time, size, best seed), so save_model runs once per process for them
+    (`_pyfunc_files`) and each trial writes that copy with its own heads and MLmodel. Model.log
+    took ~50 ms a trial here, re-saving the same files and reading the run back for metrics
+    to link (none: the model is logged before them; `log_run(model_id=...)` links them).
+    tests/test_models.py checks the files against save_model's, so an MLflow upgrade that
+    changes them fails there; tests/study/test_study.py loads every trial's model, predicts,
+    and sends its serving input example through mlflow's serving path.
     """
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     dim = len(next(iter(results.values())).theta_D)
-    frame = pd.DataFrame({"text": list(example)}) if encoder else \
-        pd.DataFrame(np.asarray(example, np.float32), columns=[f"h{i}" for i in range(dim)])
     mlflow_client = client(uri)  # WAL and schema for a SQLite store, as every other fairl write
-    mlflow.set_tracking_uri(uri)
     if experiment_id is None:
         experiment_id = mlflow_client.get_run(run_id).info.experiment_id
-    # Made here, in the run's experiment: Model.log alone makes it in the default experiment
-    # (no active run in a worker), and MLflow's runs table lists, in its Models column, the
+    # Made here, in the run's experiment: MLflow's runs table lists, in its Models column, the
     # models of the run's own experiment whose source run it is.
     model = mlflow_client.create_logged_model(experiment_id, name=ARTIFACT,
                                               source_run_id=run_id, params=params or {})
-    # Its notes on cloudpickle and on predict's type hints say nothing about this model.
+    mlflow_client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    try:
+        files = model_files(encoder, dim, example, results, best_seed,
+                            run_id=run_id, model_id=model.model_id,
+                            artifact_location=model.artifact_location)
+        target = local_dir(model.artifact_location)
+        with tempfile.TemporaryDirectory() as folder:
+            root = target if target is not None else Path(folder)
+            for name, data in files.items():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_bytes(data)
+            if target is None:
+                mlflow_client.log_model_artifacts(model.model_id, folder)
+    except Exception:
+        mlflow_client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    mlflow_client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return f"models:/{model.model_id}"
+
+
+def model_files(encoder: str | None, dim: int, example, results: dict[int, FitResult],
+                best_seed: int, *, run_id: str | None = None, model_id: str | None = None,
+                artifact_location: str | None = None) -> dict[str, bytes]:
+    """The files of the reward model (path in the model folder -> bytes), as
+    mlflow.pyfunc.save_model writes them for these heads, with MLmodel's run, model id and
+    artifact location set as Model.log sets them."""
+    saved, size, heads_path = _pyfunc_files(encoder, dim, _example_key(example))
+    heads = heads_bytes(results)
+    mlmodel = Model.from_dict(yaml.safe_load(saved["MLmodel"]))
+    mlmodel.run_id, mlmodel.model_id = run_id, model_id
+    mlmodel.model_uuid = model_id or uuid.uuid4().hex
+    mlmodel.artifact_path = artifact_location
+    mlmodel.utc_time_created = str(datetime.datetime.now(datetime.UTC)
+                                   .replace(tzinfo=None))
+    mlmodel.signature = _signature(encoder, dim, best_seed)
+    mlmodel.metadata = _metadata(encoder, best_seed, results)
+    mlmodel.flavors[mlflow.pyfunc.FLAVOR_NAME][MODEL_CONFIG] = {"best_seed": best_seed}
+    # save_model's size: every file but the environment's and MLmodel, before they are written.
+    mlmodel.model_size_bytes = size - len(saved[heads_path]) + len(heads)
+    return {**saved, heads_path: heads, "MLmodel": mlmodel.to_yaml().encode()}
+
+
+def _metadata(encoder: str | None, best_seed: int, results: dict[int, FitResult]) -> dict:
+    return {"encoder": encoder or "none", "best_seed": best_seed, "seeds": sorted(results)}
+
+
+def _example_key(example) -> tuple:
+    """A hashable form of the input example rows (texts, or an (n, d) embedding array)."""
+    if isinstance(example, np.ndarray) or not all(isinstance(x, str) for x in example):
+        array = np.asarray(example, np.float32)
+        return ("array", array.shape, array.tobytes())
+    return ("texts", tuple(example))
+
+
+@functools.lru_cache(maxsize=8)
+def _pyfunc_files(encoder: str | None, dim: int, example: tuple
+                  ) -> tuple[dict[str, bytes], int, str]:
+    """mlflow.pyfunc.save_model's files of a reward model with this encoder, width and input
+    example: (path -> bytes, MLmodel's model_size_bytes, the heads' path). Saved with a
+    placeholder head set (seed 0, zeros); `model_files` puts each trial's in."""
+    if example[0] == "texts":
+        frame = pd.DataFrame({"text": list(example[1])})
+    else:
+        array = np.frombuffer(example[2], np.float32).reshape(example[1])
+        frame = pd.DataFrame(array, columns=[f"h{i}" for i in range(dim)])
+    placeholder = {0: FitResult(np.zeros(dim, np.float32), 0.0, np.zeros(dim, np.float32), 0.0,
+                                FitConfig(seed=0), [], np.zeros(0))}
+    os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), \
             _quiet(logging.getLogger("mlflow.pyfunc")):
+        # Its notes on cloudpickle and on predict's type hints say nothing about this model.
         warnings.simplefilter("ignore", UserWarning)
         heads = Path(folder, HEADS_FILE)
-        heads.write_bytes(heads_bytes(results))
-        # Model.log, not pyfunc.log_model: it takes the run by id (workers have no active run).
-        info = Model.log(
-            None, _PyfuncFlavor, name=ARTIFACT, run_id=run_id, model_id=model.model_id,
-            python_model=RewardModel(encoder, dim, best_seed),
-            artifacts={"heads": str(heads)}, signature=_signature(encoder, dim, best_seed),
-            input_example=frame, validate_serving_input=False,
+        heads.write_bytes(heads_bytes(placeholder))
+        path = Path(folder, "model")
+        mlflow.pyfunc.save_model(
+            path, python_model=RewardModel(encoder, dim, 0), artifacts={"heads": str(heads)},
+            signature=_signature(encoder, dim, 0), input_example=frame,
+            model_config={"best_seed": 0},
             # Named, not inferred: inference imports the model in a subprocess (seconds).
             pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
-            metadata={"encoder": encoder or "none", "best_seed": best_seed,
-                      "seeds": sorted(results)})
-    return info.model_uri
-
-
-class _PyfuncFlavor:
-    """mlflow.pyfunc as the flavor Model.log saves with, minus its serving-input check.
-
-    Model.log skips that check (it reloads the saved model and predicts the input example:
-    ~40 % of a trial's logging on the smoke study) when given validate_serving_input=False, as
-    the transformers flavor does, but passes the keyword on to the flavor's save_model, and
-    pyfunc's rejects it; this drops it first. The models are checked instead where it costs
-    no trial anything: tests/study/test_study.py loads every trial's model and predicts with
-    it, and its serving input through mlflow.models.validate_serving_input.
-    """
-
-    __name__ = "mlflow.pyfunc"
-
-    @staticmethod
-    def save_model(validate_serving_input: bool = True, **kwargs):
-        return mlflow.pyfunc.save_model(**kwargs)
+            metadata=_metadata(encoder, 0, placeholder))
+        files = {str(file.relative_to(path)): file.read_bytes()
+                 for file in sorted(path.rglob("*")) if file.is_file()}
+        mlmodel = Model.load(path)
+    heads_path = mlmodel.flavors[mlflow.pyfunc.FLAVOR_NAME]["artifacts"]["heads"]["path"]
+    return files, mlmodel.model_size_bytes, heads_path
 
 
 @contextlib.contextmanager

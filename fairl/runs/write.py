@@ -105,12 +105,17 @@ def mean_curves(histories: list[list[dict]], points: int | None = None
 def log_run(uri: str, run_id: str, *, params: dict[str, Any] | None = None,
             metrics: dict[str, float] | None = None,
             curves: dict[str, dict[int, float]] | None = None,
-            tags: dict[str, str] | None = None) -> None:
-    """Params, final metrics, curves (`curve/<name>` with step = round) and tags in one batch."""
+            tags: dict[str, str] | None = None, model_id: str | None = None) -> None:
+    """Params, final metrics, curves (`curve/<name>` with step = round) and tags in one batch.
+
+    `model_id`: a LoggedModel of the run the final metrics are also linked to (its page
+    lists them), as MLflow's Model.log links a run's metrics of the model's step.
+    """
     from mlflow.entities import Metric, Param, RunTag  # heavy: see fairl.runs.store.client
 
     now = int(time.time() * 1000)
-    batch_metrics = [Metric(key, float(value), now, 0) for key, value in (metrics or {}).items()]
+    batch_metrics = [Metric(key, float(value), now, 0, model_id=model_id)
+                     for key, value in (metrics or {}).items()]
     for name, values in (curves or {}).items():
         batch_metrics += [Metric(f"curve/{name}", float(value), now, step)
                           for step, value in values.items()]
@@ -128,9 +133,8 @@ def log_text(uri: str, run_id: str, text: str | bytes, path: str) -> None:
     would write a temporary file and copy it (~8 ms per file here).
     """
     artifact_uri = _ARTIFACT_URIS.get(run_id) or client(uri).get_run(run_id).info.artifact_uri
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme in ("", "file") and not parsed.netloc:
-        target = Path(unquote(parsed.path), path)
+    if (folder := local_dir(artifact_uri)) is not None:
+        target = folder / path
         target.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(text, bytes):
             target.write_bytes(text)
@@ -144,6 +148,14 @@ def log_text(uri: str, run_id: str, text: str | bytes, path: str) -> None:
             client(uri).log_artifact(run_id, str(local), None if directory == "." else directory)
     else:
         client(uri).log_text(run_id, text, path)
+
+
+def local_dir(artifact_uri: str) -> Path | None:
+    """The local folder of an artifact URI (a plain path or file:///...); None if remote."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("", "file") and not parsed.netloc:
+        return Path(unquote(parsed.path))
+    return None
 
 
 def log_world_inputs(uri: str, run_id: str, world: str, dataset_hash: str,

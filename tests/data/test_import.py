@@ -86,6 +86,7 @@ def check_text_reward_model(uri: str, run, capsys) -> None:
     heads, _ = heads_from_run(uri, run.info.run_id, seed)
     expected = FitResult.from_heads(heads, FitConfig(seed=seed))
     h = encode(texts, "minilm", progress=False)
+    mlflow.set_tracking_uri(uri)  # the models:/ URI resolves in the study's store
     model = mlflow.pyfunc.load_model(run.data.tags["reward_model_uri"])
     assert model.metadata.get_input_schema().input_names() == ["text"]
     out = model.predict(pd.DataFrame({"text": texts}))

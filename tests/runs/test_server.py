@@ -112,6 +112,8 @@ def test_two_hosts_through_a_real_mlflow_server(postgres, tmp_path, monkeypatch)
             assert worker.returncode == 0, output
         print(f"two workers done in {time.monotonic() - started:.0f} s")
 
+        from fairl.models import load_reward
+
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("main_table")
         runs = client.search_runs([experiment.experiment_id], max_results=1000)
@@ -134,7 +136,12 @@ def test_two_hosts_through_a_real_mlflow_server(postgres, tmp_path, monkeypatch)
                 local = Path(client.download_artifacts(run.info.run_id, name,
                                                        str(downloads / run.info.run_id)))
                 assert local.stat().st_size > 100
+            # The reward model's files went up through the server (not a local folder).
+            reward = load_reward(run.data.tags["reward_model_uri"], uri)
+            assert reward.best_seed == int(run.data.tags["reward_best_seed"])
+            assert sorted(reward.results) == [0, 1]
         assert any((tmp_path / "artifacts").rglob("rewards.npz"))  # stored by the server
+        assert any((tmp_path / "artifacts").rglob("MLmodel"))
 
         # The report from the server alone: this process has no store of its own.
         monkeypatch.setenv("FAIRL_MLRUNS", str(tmp_path / "reporter-mlruns"))

@@ -288,6 +288,7 @@ def check_reward_models(uri: str, finished: list, capsys) -> None:
     h = np.random.default_rng(0).normal(size=(7, 16)).astype(np.float32)
     frame = pd.DataFrame(h, columns=[f"h{i}" for i in range(16)])
     client = runs_store.client(uri)
+    mlflow.set_tracking_uri(uri)  # models:/ URIs below resolve in the study's store
     for run in finished:
         tags = run.data.tags
         # The run's output, in the run's experiment: what MLflow's runs table lists as Models.
@@ -309,7 +310,7 @@ def check_reward_models(uri: str, finished: list, capsys) -> None:
             np.testing.assert_allclose(out["R"], result.reward(h), atol=1e-6)
             np.testing.assert_allclose(out["R_D"], result.reward_D(h), atol=1e-6)
             np.testing.assert_allclose(out["R_F"], result.reward_F(h), atol=1e-6)
-    # The check Model.log skips (fairl.models._PyfuncFlavor): the saved serving input
+    # The check Model.log would make (fairl.models logs without it): the saved serving input
     # example goes through the serving path and scores as the model does directly.
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model, validate_serving_input
