@@ -132,7 +132,8 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
     model id, time, size, best seed), so save_model runs once per process for them
     (`_pyfunc_files`) and each trial writes that copy with its own heads and MLmodel. Model.log
     took ~50 ms a trial here, re-saving the same files and reading the run back for metrics
-    to link (none: the model is logged before them; `log_run(model_id=...)` links them).
+    to link to the model (none: it is logged before them). Linking the final metrics (a
+    model_id on each in `log_run`'s batch) was tried and cost ~10 ms a trial: not done.
     tests/test_models.py checks the files against save_model's, so an MLflow upgrade that
     changes them fails there; tests/study/test_study.py loads every trial's model, predicts,
     and sends its serving input example through mlflow's serving path.

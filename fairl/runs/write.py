@@ -105,17 +105,12 @@ def mean_curves(histories: list[list[dict]], points: int | None = None
 def log_run(uri: str, run_id: str, *, params: dict[str, Any] | None = None,
             metrics: dict[str, float] | None = None,
             curves: dict[str, dict[int, float]] | None = None,
-            tags: dict[str, str] | None = None, model_id: str | None = None) -> None:
-    """Params, final metrics, curves (`curve/<name>` with step = round) and tags in one batch.
-
-    `model_id`: a LoggedModel of the run the final metrics are also linked to (its page
-    lists them), as MLflow's Model.log links a run's metrics of the model's step.
-    """
+            tags: dict[str, str] | None = None) -> None:
+    """Params, final metrics, curves (`curve/<name>` with step = round) and tags in one batch."""
     from mlflow.entities import Metric, Param, RunTag  # heavy: see fairl.runs.store.client
 
     now = int(time.time() * 1000)
-    batch_metrics = [Metric(key, float(value), now, 0, model_id=model_id)
-                     for key, value in (metrics or {}).items()]
+    batch_metrics = [Metric(key, float(value), now, 0) for key, value in (metrics or {}).items()]
     for name, values in (curves or {}).items():
         batch_metrics += [Metric(f"curve/{name}", float(value), now, step)
                           for step, value in values.items()]

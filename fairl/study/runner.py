@@ -525,10 +525,9 @@ def log_trial(uri: str, run_id: str, config: TrialConfig, metrics, curves, artif
     """Params, final metrics, curves and tags in one batch, the artifacts, the reward model.
 
     `reward`: (seed -> FitResult, best seed, world), logged as pyfunc model `reward` (in
-    `experiment`, the run's; read from the run when None), the final metrics linked to it.
+    `experiment`, the run's; read from the run when None).
     """
     params, tags = _config_tags(config)
-    model_id = None
     if reward is not None:
         from fairl.models import log_reward_model  # heavy: mlflow.pyfunc
 
@@ -538,10 +537,9 @@ def log_trial(uri: str, run_id: str, config: TrialConfig, metrics, curves, artif
         example = world.train.text_T[:2] if texts else world.train.h_T[:2]
         model_uri = log_reward_model(uri, run_id, results, seed, encoder, example,
                                      experiment_id=experiment, params=params)
-        model_id = model_uri.removeprefix("models:/")
         extra_tags = {**extra_tags, "reward_best_seed": str(seed), "reward_model_uri": model_uri}
     runs.log_run(uri, run_id, params=params, metrics=metrics, curves=curves,
-                 tags={**tags, **extra_tags}, model_id=model_id)
+                 tags={**tags, **extra_tags})
     artifacts = {**artifacts, "config.yaml": yaml.safe_dump(config.as_dict(), sort_keys=False)}
     for name, text in artifacts.items():
         runs.log_text(uri, run_id, text, name)
