@@ -27,6 +27,10 @@ Repeats alternate fit / floor / bare and the best time of each is kept, so a bus
 penalises all alike; each timed section starts after a 0.2 s pause, so the worker threads
 one BLAS leaves spinning (OpenBLAS's after numpy, OpenMP's after torch) do not slow the next
 section on a 2-core machine. numpy (OpenBLAS) and torch (MKL) both get --threads threads.
+The ratio to the floor therefore also measures the two BLAS libraries on this CPU: the
+header names the CPU and each BLAS, and the "one D·θ" line times a single product in each.
+(Seen 2026-12-02 on an AMD EPYC: torch's MKL product took the same 5.7 ms on 1 and 2
+threads, OpenBLAS 5.0 and 3.0 ms; on the earlier stops' machine they were on a par.)
 --clock cpu times process CPU time instead of wall time: with --threads 1 on a machine
 other jobs share it leaves out the time spent waiting for a core (with more threads it
 counts OpenMP's spin-waits, so use wall time there).
@@ -36,7 +40,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,6 +120,34 @@ def planted_pairs(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(a_wins, h_a, h_b), np.where(a_wins, h_b, h_a)
 
 
+def one_product(matrix, repeats: int, calls: int = 20) -> float:
+    """Best-of-`repeats` mean time of matrix @ θ (torch tensor or numpy array)."""
+    theta = matrix[0] * 0 + 1
+    best = float("inf")
+    for _ in range(repeats):
+        time.sleep(PAUSE)
+        start = clock()
+        for _ in range(calls):
+            matrix @ theta
+        best = min(best, (clock() - start) / calls)
+    return best
+
+
+def machine() -> str:
+    """CPU model and each library's BLAS: the fit-to-floor ratio depends on them."""
+    from threadpoolctl import threadpool_info
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in
+             (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or "unknown CPU"
+    numpy_blas = next((f"{i['internal_api']} {i['version']}" for i in threadpool_info()
+                       if i["user_api"] == "blas" and "numpy" in i["filepath"]), "unknown")
+    torch_blas = "MKL" if torch.backends.mkl.is_available() else "no MKL"
+    return f"{cpu}; numpy BLAS {numpy_blas}, torch BLAS {torch_blas}"
+
+
 def bench_shape(n: int, d: int, rounds: int, repeats: int) -> None:
     h_T, h_NT = planted_pairs(n, d)
     diffs_np = h_T - h_NT
@@ -138,6 +172,9 @@ def bench_shape(n: int, d: int, rounds: int, repeats: int) -> None:
     build = min(timed_build() for _ in range(repeats))
     print(f"{n} pairs x d={d} x {rounds} rounds; D = h_T - h_NT built and checked once "
           f"(fit reuses it; the floor is handed it): {build * 1e3:.1f} ms")
+    torch_mv, numpy_mv = one_product(diffs, repeats), one_product(diffs_np, repeats)
+    print(f"  one D·θ: torch {torch_mv * 1e3:.2f} ms, numpy {numpy_mv * 1e3:.2f} ms, ratio "
+          f"{torch_mv / numpy_mv:.2f} (the two BLAS libraries' own gap, below any fit)")
     rows = [
         ("standard IRL", FitConfig(rounds=rounds, failure_mode="none", dual_path=False), 1),
         ("FA-IRL", FitConfig(rounds=rounds), 2),
@@ -181,7 +218,7 @@ def main() -> None:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, numpy {np.__version__}, {args.threads} threads "
-          f"(torch and numpy), best of {args.repeats}, {args.clock} time")
+          f"(torch and numpy), best of {args.repeats}, {args.clock} time\n{machine()}")
     with threadpool_limits(args.threads):
         for shape in args.shapes.split(","):
             n, d = (int(x) for x in shape.split("x"))
