@@ -141,6 +141,7 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # remote uploads
     dim = len(next(iter(results.values())).theta_D)
     mlflow_client = client(uri)  # WAL and schema for a SQLite store, as every other fairl write
     if experiment_id is None:
@@ -154,13 +155,13 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
         files = model_files(encoder, dim, example, results, best_seed,
                             run_id=run_id, model_id=model.model_id,
                             artifact_location=model.artifact_location)
-        target = local_dir(model.artifact_location)
-        with tempfile.TemporaryDirectory() as folder:
-            root = target if target is not None else Path(folder)
-            for name, data in files.items():
-                (root / name).parent.mkdir(parents=True, exist_ok=True)
-                (root / name).write_bytes(data)
-            if target is None:
+        # A local artifact folder (the default store) is written directly; it stays PENDING,
+        # not READY, until every file is there.
+        if (target := local_dir(model.artifact_location)) is not None:
+            write_files(files, target)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                write_files(files, Path(folder))
                 mlflow_client.log_model_artifacts(model.model_id, folder)
     except Exception:
         mlflow_client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
@@ -169,13 +170,20 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
     return f"models:/{model.model_id}"
 
 
+def write_files(files: dict[str, bytes], folder: Path) -> None:
+    """Each (path in `folder` -> bytes) of `files` written, folders made as needed."""
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+
 def model_files(encoder: str | None, dim: int, example, results: dict[int, FitResult],
                 best_seed: int, *, run_id: str | None = None, model_id: str | None = None,
                 artifact_location: str | None = None) -> dict[str, bytes]:
     """The files of the reward model (path in the model folder -> bytes), as
     mlflow.pyfunc.save_model writes them for these heads, with MLmodel's run, model id and
     artifact location set as Model.log sets them."""
-    saved, size, heads_path = _pyfunc_files(encoder, dim, _example_key(example))
+    saved, size, heads_path = _pyfunc_files(encoder, dim, _example_key(example, encoder))
     heads = heads_bytes(results)
     mlmodel = Model.from_dict(yaml.safe_load(saved["MLmodel"]))
     mlmodel.run_id, mlmodel.model_id = run_id, model_id
@@ -195,12 +203,13 @@ def _metadata(encoder: str | None, best_seed: int, results: dict[int, FitResult]
     return {"encoder": encoder or "none", "best_seed": best_seed, "seeds": sorted(results)}
 
 
-def _example_key(example) -> tuple:
-    """A hashable form of the input example rows (texts, or an (n, d) embedding array)."""
-    if isinstance(example, np.ndarray) or not all(isinstance(x, str) for x in example):
-        array = np.asarray(example, np.float32)
-        return ("array", array.shape, array.tobytes())
-    return ("texts", tuple(example))
+def _example_key(example, encoder: str | None) -> tuple:
+    """A hashable form of the input example rows: texts (a model with an encoder), or an
+    (n, d) embedding array."""
+    if encoder:
+        return ("texts", tuple(str(text) for text in example))
+    array = np.asarray(example, np.float32)
+    return ("array", array.shape, array.tobytes())
 
 
 @functools.lru_cache(maxsize=8)
