@@ -225,7 +225,14 @@ def test_fit_reproduces_the_stored_reference(name):
     1 and 2 threads; the new one is within 1.0e-6 of the reference at 1 or 2 threads, and
     bit-identical at 1 thread for the one-head paths, whose arithmetic did not change. Two
     deliberate bugs tried (fail_grad_to_base ignored; L2 gradient 1.9αθ instead of 2αθ)
-    moved θ by 1.0 and 0.2 and failed it. Failure counts and |S_t| must match exactly.
+    moved θ by 1.0 and 0.2 and failed it.
+
+    Failure counts and |S_t|: within one pair in 1 000 per round, and the per-pair counts
+    within one round per 1 000 pairs in all. A pair whose margin lies within float32 rounding
+    of τ_fail counts either way with the CPU's BLAS kernels: on an AMD EPYC (2026-12-02) one
+    pair of fa_irl_of_batch_hardest flipped in one round (835 vs 836 of 2 000), θ within
+    3.5e-7 of the reference; the reference was made on an Intel CPU. A 2 % larger τ_fail
+    moved 26-89 pairs a round in the configs it enters.
     """
     meta, key = REFERENCE_META, lambda field: f"{name}/{field}"
     train = make_planted(PlantedConfig(**meta["world"])).train
@@ -240,6 +247,9 @@ def test_fit_reproduces_the_stored_reference(name):
         assert np.array_equal([result.b_D, result.b_F], ref[key("biases")])
         for field in ("loss", "loss_base", "loss_fail", "loss_l2", "margin_mean", "margin_min"):
             _close_to([r[field] for r in result.history], ref[key(field)], field)
+        slack = max(1, len(train.h_T) // 1000)  # pairs a round may count otherwise (above)
         for field in ("n_failures", "n_sampled"):
-            assert [r[field] for r in result.history] == ref[key(field)].tolist(), field
-        assert np.array_equal(result.failure_counts, ref[key("failure_counts")])
+            ours = np.array([r[field] for r in result.history])
+            assert np.abs(ours - ref[key(field)]).max() <= slack, (field, ours, ref[key(field)])
+        counts = result.failure_counts.astype(np.int64) - ref[key("failure_counts")]
+        assert np.abs(counts).sum() <= slack, np.flatnonzero(counts)

@@ -186,8 +186,8 @@ def run_server(command: list[str], url: str, log: Path, stop: int = signal.SIGTE
             raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
         finally:
             process.send_signal(stop)
-            try:
-                process.wait(timeout=30)
+            try:  # its own stop takes up to 20 s (ui.stop_session); a loaded 2-core CI, longer
+                process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
