@@ -171,12 +171,18 @@ def port_free(port: int) -> bool:
     return True
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_server(command: list[str], url: str, log: Path, stop: int = signal.SIGTERM,
                port: int | None = None) -> int:
     """Start a server, wait for `url` to answer, stop it with `stop`; its whole tree must end."""
     with log.open("w") as output:
+        # SIGINT as a terminal gives it: a suite started as a background job of a script
+        # (`cmd &`) has SIGINT ignored, children inherit that, and Ctrl-C would never arrive.
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_default_sigint)
         tree: dict[int, str] = {}
         try:
             status = wait_for_http(url, process)
@@ -186,8 +192,8 @@ def run_server(command: list[str], url: str, log: Path, stop: int = signal.SIGTE
             raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
         finally:
             process.send_signal(stop)
-            try:  # its own stop takes up to 20 s (ui.stop_session); a loaded 2-core CI, longer
-                process.wait(timeout=60)
+            try:
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
