@@ -171,18 +171,12 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def run_server(command: list[str], url: str, log: Path, stop: int = signal.SIGTERM,
                port: int | None = None) -> int:
     """Start a server, wait for `url` to answer, stop it with `stop`; its whole tree must end."""
     with log.open("w") as output:
-        # SIGINT as a terminal gives it: a suite started as a background job of a script
-        # (`cmd &`) has SIGINT ignored, children inherit that, and Ctrl-C would never arrive.
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True, preexec_fn=_default_sigint)
+                                   start_new_session=True)
         tree: dict[int, str] = {}
         try:
             status = wait_for_http(url, process)
@@ -208,7 +202,11 @@ def run_server(command: list[str], url: str, log: Path, stop: int = signal.SIGTE
     return status
 
 
-FAIRL = [sys.executable, "-c", "import sys; from fairl.cli import main; sys.exit(main())"]
+# Ctrl-C's handler set first: a suite run as a script's background job (`cmd &`) has SIGINT
+# ignored, its children inherit that, and the SIGINT the tests send would never arrive.
+FAIRL = [sys.executable, "-c", ("import signal, sys; signal.signal(signal.SIGINT, "
+                                "signal.default_int_handler); from fairl.cli import main; "
+                                "sys.exit(main())")]
 
 
 @pytest.mark.slow
