@@ -32,7 +32,7 @@ from fairl.encode import encode, get_encoder
 from fairl.irl import FitConfig, FitResult
 from fairl.runs.read import seeds_of
 from fairl.runs.store import client
-from fairl.runs.write import local_dir
+from fairl.runs.write import local_dir, write_files
 
 ARTIFACT = "reward"  # the model's name in a trial run: runs:/<run id>/reward
 HEADS_FILE = "heads.npz"
@@ -170,13 +170,6 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
     return f"models:/{model.model_id}"
 
 
-def write_files(files: dict[str, bytes], folder: Path) -> None:
-    """Each (path in `folder` -> bytes) of `files` written, folders made as needed."""
-    for name, data in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
-
-
 def model_files(encoder: str | None, dim: int, example, results: dict[int, FitResult],
                 best_seed: int, *, run_id: str | None = None, model_id: str | None = None,
                 artifact_location: str | None = None) -> dict[str, bytes]:
@@ -225,7 +218,6 @@ def _pyfunc_files(encoder: str | None, dim: int, example: tuple
         frame = pd.DataFrame(array, columns=[f"h{i}" for i in range(dim)])
     placeholder = {0: FitResult(np.zeros(dim, np.float32), 0.0, np.zeros(dim, np.float32), 0.0,
                                 FitConfig(seed=0), [], np.zeros(0))}
-    os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), \
             _quiet(logging.getLogger("mlflow.pyfunc")):
         # Its notes on cloudpickle and on predict's type hints say nothing about this model.

@@ -77,7 +77,7 @@ def test_a_saved_model_scores_its_best_seed_and_any_other(tmp_path):
     h = np.random.default_rng(0).normal(size=(5, DIM)).astype(np.float32)
     for best in (2, 0):
         folder = tmp_path / f"best{best}"
-        models.write_files(models.model_files(None, DIM, h[:2], results, best), folder)
+        write.write_files(models.model_files(None, DIM, h[:2], results, best), folder)
         model = mlflow.pyfunc.load_model(str(folder))
         frame = pd.DataFrame(h, columns=[f"h{i}" for i in range(DIM)])
         np.testing.assert_allclose(model.predict(frame)["R"], results[best].reward(h), atol=1e-6)

@@ -129,12 +129,7 @@ def log_text(uri: str, run_id: str, text: str | bytes, path: str) -> None:
     """
     artifact_uri = _ARTIFACT_URIS.get(run_id) or client(uri).get_run(run_id).info.artifact_uri
     if (folder := local_dir(artifact_uri)) is not None:
-        target = folder / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(text, bytes):
-            target.write_bytes(text)
-        else:
-            target.write_text(text, encoding="utf-8")
+        write_files({path: text if isinstance(text, bytes) else text.encode("utf-8")}, folder)
     elif isinstance(text, bytes):
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder, Path(path).name)
@@ -143,6 +138,13 @@ def log_text(uri: str, run_id: str, text: str | bytes, path: str) -> None:
             client(uri).log_artifact(run_id, str(local), None if directory == "." else directory)
     else:
         client(uri).log_text(run_id, text, path)
+
+
+def write_files(files: dict[str, bytes], folder: Path) -> None:
+    """Each (path in `folder` -> bytes) of `files` written, folders made as needed."""
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
 
 
 def local_dir(artifact_uri: str) -> Path | None:
