@@ -7,22 +7,68 @@ import ctypes
 import signal
 
 
+class _Interrupts:
+    """Where a stop signal may raise KeyboardInterrupt (the innermost `interrupts` block says)
+    and the one that arrived where it may not, to raise when the code comes back to a block
+    where it may."""
+
+    def __init__(self) -> None:
+        self.allowed: list[bool] = [True]
+        self.pending = False
+
+    def raise_pending(self) -> None:
+        if self.pending and self.allowed[-1]:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+_INTERRUPTS = _Interrupts()
+
+
 @contextlib.contextmanager
-def interrupt_on_sigterm():
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (the running trial is re-queued, its
-    run KILLED); yields the list of signals received. Later signals wait for the cleanup."""
+def interrupts(allowed: bool):
+    """Within the block a stop signal taken by `interrupt_on_sigterm` raises KeyboardInterrupt
+    (allowed) or waits (not allowed) until the code is back where one may: a block of
+    bookkeeping (reaping, counting, Optuna's ask and tell) is never cut midway, and a trial's
+    own code is, where its except clause re-queues it. A signal that waited is raised on
+    entering an allowed block or on leaving the last disallowed one."""
+    _INTERRUPTS.allowed.append(allowed)
+    try:
+        _INTERRUPTS.raise_pending()
+        yield
+    finally:
+        _INTERRUPTS.allowed.pop()
+    _INTERRUPTS.raise_pending()  # not from `finally`: an error in flight is not replaced
+
+
+def stop_pending() -> bool:
+    """Did a stop signal arrive inside `interrupts(False)`, to raise when the block ends?"""
+    return _INTERRUPTS.pending
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm(sigint: bool = False):
+    """SIGTERM (and SIGINT with `sigint`) raises KeyboardInterrupt, as Ctrl-C does (the
+    running trial is re-queued, its run KILLED), or waits inside `interrupts(False)`; yields
+    the list of signals received. Later signals wait for the cleanup."""
     received: list[int] = []
 
     def stop(signum, _frame):
         if not received:
             received.append(signum)
-            raise KeyboardInterrupt
+            _INTERRUPTS.pending = True
+            _INTERRUPTS.raise_pending()
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # SIGINT ignored at start (a shell's background job) stays ignored.
+    numbers = [signal.SIGTERM] + ([signal.SIGINT] if sigint and
+                                  signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
+    previous = {number: signal.signal(number, stop) for number in numbers}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        _INTERRUPTS.pending = False
 
 
 def die_with_parent() -> None:

@@ -19,7 +19,8 @@ def cmd_study_run(args) -> int:
     load_study(args.study_file)
     from fairl.study.runner import run_study  # heavy: optuna, torch
 
-    with interrupt_on_sigterm() as signals:  # SIGTERM (kill, systemd, a batch system) = Ctrl-C
+    # SIGTERM (kill, systemd, a batch system) = Ctrl-C; both wait out a trial's bookkeeping
+    with interrupt_on_sigterm(sigint=True) as signals:
         try:
             report = run_study(args.study_file, trials=args.trials, workers=args.workers,
                                storage=args.storage, tracking_uri=args.tracking_uri,

@@ -49,7 +49,11 @@ class JournalFile(JournalFileBackend):
                 try:
                     _write_all(fd, data)
                 except BaseException as error:
-                    os.ftruncate(fd, size)  # the journal stays whole: all of the records or none
+                    # The journal stays whole: all of the records or none. Records written in
+                    # full stay (a signal taken just after the last write): others may have
+                    # read them already, and a cut would shift every later record under them.
+                    if os.fstat(fd).st_size < size + len(data):
+                        os.ftruncate(fd, size)
                     if isinstance(error, OSError) and error.filename is None:
                         raise OSError(error.errno, error.strerror, self._file_path) from error
                     raise

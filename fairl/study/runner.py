@@ -40,6 +40,7 @@ from fairl.devices import numpy_blas_single_threaded
 from fairl.experiment import run_experiment
 from fairl.irl.config import FitConfig
 from fairl.paths import redact
+from fairl.process import interrupts, stop_pending
 from fairl.runs import write as runs
 from fairl.runs.provenance import environment_tags, worker_alive, worker_identity
 from fairl.runs.read import MissingStudy, load_study_runs
@@ -193,7 +194,7 @@ def _reap(study_obj, context: WorkerContext) -> list[str]:
     """Re-queue trials of dead workers (their runs KILLED), then KILLED orphaned MLflow runs."""
     lock = StudyLock(context.storage, study_obj.study_name)
     try:
-        with lock:
+        with lock, interrupts(False):  # a reap is never cut between a FAIL and its re-queue
             messages = reap_trials(study_obj, _run_killer(context, study_obj.study_name))
             states = {trial.number: (trial.state.name, trial.user_attrs.get("fairl_killed"))
                       for trial in study_obj.get_trials(deepcopy=False)}
@@ -322,11 +323,14 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
     try:
         with numpy_blas_single_threaded():  # fairl.devices: why
             while context.workers == 1 or os.getppid() == parent:
-                with lock:
+                # A stop signal waits out the bookkeeping (a reap half done, an ask or a tell
+                # cut midway: Optuna then fails on its own state); the trial takes it (objective).
+                with lock, interrupts(False):  # waiting for the lock stays interruptible
                     reap_trials(study, on_killed)
                     counts = tally(study.get_trials(deepcopy=False))
-                    if counts.waiting == 0 and counts.done + counts.running >= context.target:
-                        break
+                    if stop_pending() or (counts.waiting == 0
+                                          and counts.done + counts.running >= context.target):
+                        break  # a waiting stop signal is raised as the block ends
                     try:
                         study.optimize(lambda trial: _stop_on_disk_error(
                             objective, trial, study_def, context, lock), n_trials=1, catch=(Exception,))
@@ -356,34 +360,39 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
     trial.set_user_attr("worker", worker_identity())
     lock.release()
     spec, uri = study.spec, context.tracking_uri
-    tags = {"kind": "trial", "study": study.name, "ablation": spec.ablation,
-            "trial_number": str(trial.number), "optuna_trial_id": str(trial._trial_id),
-            "optuna_study": study.name, "optuna_storage": redact(context.storage),
-            "worker": worker_identity(), "seed": ",".join(map(str, spec.seeds)),
-            "world": spec.world["name"], "torch_threads": str(_torch_threads()),
-            **context.env_tags, **spec.tags}
-    values = suggest(trial, study.space)
-    run_id = runs.start_run(uri, context.experiment, trial_run_name(values, trial.number), tags,
-                            parent_run_id=context.launch_run)
-    trial.set_user_attr("mlflow_run_id", run_id)
-    config = None
+    run_id = config = None
     try:
-        config = resolve(spec, values)
-        trial.set_user_attr("config_id", config.config_id)
-        metrics, curves, artifacts, world, results = evaluate(
-            config, spec.top_failures, spec.curve_points, _monitor(trial, study, config))
-        values = [_objective_value(metrics, metric, spec.world["name"])
-                  for metric in spec.metrics]
-        bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
-        if bad:
-            raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
-        log_trial(uri, run_id, config, metrics, curves, artifacts,
-                  {"dataset_hash": world.dataset_hash},
-                  reward=(results, best_seed(metrics, config.seeds, spec), world),
-                  experiment=context.experiment)
-        runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
-                              world_splits(world), spec.world)
-        runs.end_run(uri, run_id, runs.FINISHED)
+        # The trial's own code, from its first step: a stop signal (Ctrl-C, SIGTERM) raises
+        # here, and the except clause below re-queues the trial, its run (if made) KILLED.
+        # Outside it (reap, count, Optuna's ask and tell) the signal waits: fairl.process.
+        with interrupts(True):
+            tags = {"kind": "trial", "study": study.name, "ablation": spec.ablation,
+                    "trial_number": str(trial.number), "optuna_trial_id": str(trial._trial_id),
+                    "optuna_study": study.name, "optuna_storage": redact(context.storage),
+                    "worker": worker_identity(), "seed": ",".join(map(str, spec.seeds)),
+                    "world": spec.world["name"], "torch_threads": str(_torch_threads()),
+                    **context.env_tags, **spec.tags}
+            values = suggest(trial, study.space)
+            run_id = runs.start_run(uri, context.experiment,
+                                    trial_run_name(values, trial.number), tags,
+                                    parent_run_id=context.launch_run)
+            trial.set_user_attr("mlflow_run_id", run_id)
+            config = resolve(spec, values)
+            trial.set_user_attr("config_id", config.config_id)
+            metrics, curves, artifacts, world, results = evaluate(
+                config, spec.top_failures, spec.curve_points, _monitor(trial, study, config))
+            values = [_objective_value(metrics, metric, spec.world["name"])
+                      for metric in spec.metrics]
+            bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
+            log_trial(uri, run_id, config, metrics, curves, artifacts,
+                      {"dataset_hash": world.dataset_hash},
+                      reward=(results, best_seed(metrics, config.seeds, spec), world),
+                      experiment=context.experiment)
+            runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
+                                  world_splits(world), spec.world)
+            runs.end_run(uri, run_id, runs.FINISHED)
     except Pruned as pruned:
         _prune_run(uri, run_id, config, pruned)
         raise
@@ -399,7 +408,8 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         raise
     except BaseException:  # Ctrl-C / SIGTERM: not the configuration's fault, run it again
         trial.set_user_attr("fairl_interrupted", True)
-        runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
+        if run_id is not None:
+            runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
         raise
     return values[0] if len(values) == 1 else values
 
@@ -552,12 +562,14 @@ def _log_config(uri: str, run_id: str, config: TrialConfig, metrics=None, tags=N
     runs.log_text(uri, run_id, yaml.safe_dump(config.as_dict(), sort_keys=False), "config.yaml")
 
 
-def _fail_trial(trial, study: str, uri: str, run_id: str, config: TrialConfig | None,
+def _fail_trial(trial, study: str, uri: str, run_id: str | None, config: TrialConfig | None,
                 error: Exception) -> None:
     """A failed trial: one line on stderr, the reason on the trial, the run FAILED."""
     reason = runs.error_line(error)
     print(f"{study}: trial {trial.number} failed: {reason}", file=sys.stderr)
     trial.set_user_attr("fail_reason", reason[:2000])
+    if run_id is None:  # the error came before its run was made (MLflow's start_run itself)
+        return
     try:
         if config is not None:
             _log_config(uri, run_id, config)

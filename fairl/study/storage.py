@@ -13,8 +13,11 @@ dead holder releases it. Reaping: a RUNNING trial whose worker process (host:pid
 recorded before the lock is released) is dead on this host, or whose RDB heartbeat went
 stale, is set FAIL (user attr `fairl_killed`) and re-queued as a WAITING copy with the same
 parameters and grid slot (system attrs `failed_trial`, `retry_history`, as Optuna's
-RetryHeartbeatStaleTrialCallback does), up to MAX_RETRY times. A trial interrupted by
-Ctrl-C/SIGTERM is re-queued the same way. A study is done when COMPLETE trials plus FAIL
+RetryHeartbeatStaleTrialCallback does), up to MAX_RETRY times; a killed trial that a reap
+left unqueued (stopped between the two) is queued by the next. A trial interrupted by
+Ctrl-C/SIGTERM is re-queued the same way: the signal raises only in the trial's own code,
+and waits out the worker's bookkeeping (reap, count, Optuna's ask and tell), which a cut
+would leave half done (fairl.process.interrupts). A study is done when COMPLETE trials plus FAIL
 trials that were not re-queued (errors such as a diverged fit, which would fail again)
 reach the trial count. At each launch (start and end), MLflow runs still RUNNING whose
 trial is no longer running (or whose launcher died) are set KILLED with the reason in
@@ -167,16 +170,18 @@ class StudyLock:
         self.release()
 
 
-def requeue(study, trial) -> None:
-    """Queue a WAITING copy of a killed trial (same params and grid slot), up to MAX_RETRY."""
+def requeue(study, trial) -> bool:
+    """Queue a WAITING copy of a killed trial (same params and grid slot), up to MAX_RETRY;
+    False when it was tried MAX_RETRY times (it then counts as failed)."""
     history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
     if len(history) > MAX_RETRY:
-        return
+        return False
     system_attrs = {**trial.system_attrs, "failed_trial": history[0], "retry_history": history}
     system_attrs.pop("fail_reason", None)
     study.add_trial(optuna.trial.create_trial(
         state=optuna.trial.TrialState.WAITING, params=trial.params,
         distributions=trial.distributions, system_attrs=system_attrs))
+    return True
 
 
 def reap_trials(study, on_killed=None) -> list[str]:
@@ -204,13 +209,17 @@ def reap_trials(study, on_killed=None) -> list[str]:
                           else "worker died before the trial started")
             if not _fail_dead(study, trial, reason, on_killed):
                 continue
-        elif (trial.state == TrialState.FAIL and trial.user_attrs.get("fairl_interrupted")
-              and trial.number not in requeued):
-            reason = "interrupted"
+        elif trial.state == TrialState.FAIL and trial.number not in requeued and (
+                trial.user_attrs.get("fairl_interrupted") or "fairl_killed" in trial.user_attrs):
+            # Interrupted, or failed here by an earlier reap that stopped before its re-queue.
+            reason = "interrupted" if trial.user_attrs.get("fairl_interrupted") else \
+                trial.user_attrs["fairl_killed"]
         else:
             continue
-        requeue(study, study._storage.get_trial(trial._trial_id))
-        messages.append(f"trial {trial.number}: {reason}; re-queued")
+        if requeue(study, study._storage.get_trial(trial._trial_id)):
+            messages.append(f"trial {trial.number}: {reason}; re-queued")
+        elif trial.state == TrialState.RUNNING:  # (the snapshot's state) failed by this reap
+            messages.append(f"trial {trial.number}: {reason}; failed (re-queued {MAX_RETRY} times already)")
     return messages
 
 

@@ -19,7 +19,7 @@ def main() -> None:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.workers))
 
-    with interrupt_on_sigterm() as signals:
+    with interrupt_on_sigterm(sigint=True) as signals:  # Ctrl-C reaches the workers too
         try:
             work(context)
         except KeyboardInterrupt:

@@ -3,7 +3,13 @@
 On PYTHONPATH only in those tests; does nothing unless FAIRL_FAULT is set:
 * `kill_before_run:N`: the process that takes trial N SIGKILLs itself before creating its
   MLflow run (once: the marker file FAIRL_FAULT_MARK says it happened);
-* `slow_trial:S`: every trial sleeps S seconds before its fit (so a signal lands mid-trial).
+* `slow_trial:S`: every trial sleeps S seconds before its fit (so a signal lands mid-trial);
+* `hold_trial:N`: trial N waits (up to 120 s) before its fit, for the test's signal: the
+  signal lands mid-trial however slow the machine (its re-queued copy has another number);
+* `term_after_run:N`: the process that takes trial N sends itself SIGTERM as soon as MLflow's
+  start_run returns, before fairl has the run's id (the narrowest window of a trial);
+* `term_in_tell:N`: the process sends itself SIGTERM inside Optuna's tell of trial N (its grid
+  sampler's after_trial), after the trial's own code ended.
 """
 
 import os
@@ -18,22 +24,42 @@ if _FAULT:
     from fairl.study import runner as _runner
 
     _kind, _, _arg = _FAULT.partition(":")
-    if _kind == "kill_before_run":
-        _start_run = _write.start_run
+    _start_run = _write.start_run
+    _current = {"trial": None}
 
-        def _start_run_or_die(uri, experiment, name, tags, parent_run_id=None):
+    def _start_run_and_note(uri, experiment, name, tags, parent_run_id=None):
+        _current["trial"] = tags.get("trial_number")
+        if _kind == "kill_before_run" and _current["trial"] == _arg:
             mark = os.environ["FAIRL_FAULT_MARK"]
-            if tags.get("trial_number") == _arg and not os.path.exists(mark):
+            if not os.path.exists(mark):
                 open(mark, "w").close()
                 os.kill(os.getpid(), signal.SIGKILL)
-            return _start_run(uri, experiment, name, tags, parent_run_id)
+        run_id = _start_run(uri, experiment, name, tags, parent_run_id)
+        if _kind == "term_after_run" and _current["trial"] == _arg:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return run_id
 
-        _write.start_run = _start_run_or_die
-    elif _kind == "slow_trial":
-        _evaluate = _runner.evaluate
+    _write.start_run = _start_run_and_note
+    _evaluate = _runner.evaluate
 
-        def _slow_evaluate(*args, **kwargs):
+    def _slow_evaluate(*args, **kwargs):
+        if _kind == "slow_trial":
             time.sleep(float(_arg))
-            return _evaluate(*args, **kwargs)
+        elif _kind == "hold_trial" and _current["trial"] == _arg:
+            end = time.time() + 120
+            while time.time() < end:
+                time.sleep(0.1)
+        return _evaluate(*args, **kwargs)
 
-        _runner.evaluate = _slow_evaluate
+    _runner.evaluate = _slow_evaluate
+    if _kind == "term_in_tell":
+        from optuna.samplers import GridSampler
+
+        _after_trial = GridSampler.after_trial
+
+        def _after_trial_and_term(self, study, trial, state, values):
+            if str(trial.number) == _arg:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return _after_trial(self, study, trial, state, values)
+
+        GridSampler.after_trial = _after_trial_and_term

@@ -88,8 +88,10 @@ def error_lines(done: subprocess.CompletedProcess) -> list[str]:
     return [line for line in done.stderr.splitlines() if "INFO mlflow" not in line]
 
 
-def wait_for_running(name: str, process, not_pid: int | None = None, deadline: float = 120):
-    """A RUNNING trial with its MLflow run (of a worker other than `not_pid`), or None."""
+def wait_for_running(name: str, process, not_pid: int | None = None, deadline: float = 120,
+                     number: int | None = None):
+    """A RUNNING trial with its MLflow run (of a worker other than `not_pid`; trial `number`
+    if given), or None."""
     journal_path = Path(resolve_storage())
     end = time.time() + deadline
     while time.time() < end and process.poll() is None:
@@ -103,7 +105,7 @@ def wait_for_running(name: str, process, not_pid: int | None = None, deadline: f
         for trial in trials:
             pid = int(trial.user_attrs.get("worker", "x:0:").split(":")[1])
             if (trial.state.name == "RUNNING" and "mlflow_run_id" in trial.user_attrs
-                    and pid != not_pid):
+                    and pid != not_pid and number in (None, trial.number)):
                 return trial
     return None
 
@@ -309,12 +311,22 @@ def test_worker_killed_before_its_run_exists_gets_a_killed_run(store, tmp_path):
 
 # --- 6. SIGTERM, and 7. a shadowing module in the working directory ------------------------------
 
+def describe(name: str) -> str:
+    """The study's trials, for a failed assertion."""
+    keys = ("worker", "fairl_interrupted", "fairl_killed", "fail_reason")
+    return "\n".join(f"  trial {t.number} {t.state.name} "
+                     f"{ {k: t.user_attrs[k] for k in keys if k in t.user_attrs} } "
+                     f"retry_history={t.system_attrs.get('retry_history')}"
+                     for t in trials_of(name))
+
+
 def test_sigterm_to_the_launcher_requeues_like_ctrl_c(store, tmp_path):
     path = write_study(tmp_path, "term")
+    # Trial 0 waits for the signal: it lands mid-trial however loaded the machine.
     launch = subprocess.Popen([sys.executable, "-m", "fairl", "study", "run", str(path),
-                               "--no-progress"], env=env_for("slow_trial:2", tmp_path / "m"),
+                               "--no-progress"], env=env_for("hold_trial:0", tmp_path / "m"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = wait_for_running("term", launch)
+    victim = wait_for_running("term", launch, number=0)
     assert victim is not None, launch.communicate()[0]
     launch.send_signal(signal.SIGTERM)
     output = launch.communicate(timeout=120)[0]
@@ -337,14 +349,14 @@ def test_sigterm_to_a_worker_and_a_shadowing_module(store, tmp_path):
     (cwd / "concurrent.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(9)")
     command = [sys.executable, "-P", "-m", "fairl", "study", "run", str(path), "--workers", "2",
                "--no-progress"]
-    # 3 s per trial after its run exists: the SIGTERM lands mid-trial even on a loaded machine
-    launch = subprocess.Popen(command, cwd=cwd, env=env_for("slow_trial:3", tmp_path / "m"),
+    # Trial 0 waits for the signal (hold_trial): it lands mid-trial however loaded the machine.
+    launch = subprocess.Popen(command, cwd=cwd, env=env_for("hold_trial:0", tmp_path / "m"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = wait_for_running("termworker", launch, not_pid=launch.pid)
+    victim = wait_for_running("termworker", launch, not_pid=launch.pid, number=0)
     assert victim is not None, launch.communicate()[0]
     os.kill(int(victim.user_attrs["worker"].split(":")[1]), signal.SIGTERM)
     output = launch.communicate(timeout=240)[0]
-    assert launch.returncode == 0 and "exited with 143" in output, output
+    assert launch.returncode == 0 and "exited with 143" in output, output + describe("termworker")
     assert not marker.exists()  # no process imported the local concurrent.py
     trials = trials_of("termworker")
     assert trials[victim.number].state.name == "FAIL"
@@ -353,3 +365,39 @@ def test_sigterm_to_a_worker_and_a_shadowing_module(store, tmp_path):
                                                      "termworker")}
     assert runs[victim.user_attrs["mlflow_run_id"]].info.status == write.KILLED
     check_whole("termworker")
+
+
+# --- 8. a stop signal in a trial's narrowest windows ----------------------------------------------
+
+def test_sigterm_before_the_run_id_is_recorded_requeues_the_trial(store, tmp_path):
+    """The signal lands as MLflow's start_run returns, before fairl holds the run's id: the
+    trial is re-queued (not counted failed), and its run is not left RUNNING."""
+    path = write_study(tmp_path, "termearly")
+    done = fairl("study", "run", str(path), "--workers", "2", "--no-progress",
+                 env=env_for("term_after_run:1"))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "exited with 143" in done.stdout, output
+    assert "termearly: 4/4 done (4 complete, 0 failed)" in done.stdout, output
+    assert "Traceback" not in output, output
+    victim = trials_of("termearly")[1]
+    assert victim.state.name == "FAIL" and victim.user_attrs.get("fairl_interrupted"), \
+        describe("termearly")
+    check_whole("termearly")
+    runs = [run for run in runs_of(runs_store.default_tracking_uri(), "termearly")
+            if run.data.tags.get("trial_number") == "1"]
+    assert [run.info.status for run in runs] == [write.KILLED]
+
+
+def test_sigterm_in_optunas_tell_waits_for_it(store, tmp_path):
+    """The signal lands in Optuna's tell of a finished trial: the tell ends (the trial stays
+    COMPLETE, nothing re-run), then the worker stops; before, Optuna's own bookkeeping broke
+    (UnboundLocalError) and the worker died with a traceback."""
+    path = write_study(tmp_path, "termtell")
+    done = fairl("study", "run", str(path), "--workers", "2", "--no-progress",
+                 env=env_for("term_in_tell:1"))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "exited with 143" in done.stdout, output
+    assert "Traceback" not in output, output
+    trials = trials_of("termtell")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4, describe("termtell")
+    check_whole("termtell")
