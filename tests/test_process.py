@@ -64,7 +64,10 @@ def test_later_signals_wait_for_the_cleanup():
 
 
 def test_sigint_is_taken_only_when_asked_and_not_when_ignored():
-    before = signal.getsignal(signal.SIGINT)
+    # Python's own Ctrl-C handler first: a suite run as a background job starts with SIGINT
+    # ignored, which the last case checks is kept.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = signal.default_int_handler
     with interrupt_on_sigterm():
         assert signal.getsignal(signal.SIGINT) is before
     with interrupt_on_sigterm(sigint=True), interrupts(False):
@@ -80,4 +83,4 @@ def test_sigint_is_taken_only_when_asked_and_not_when_ignored():
         with interrupt_on_sigterm(sigint=True):
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGINT, inherited)
