@@ -17,9 +17,9 @@ RetryHeartbeatStaleTrialCallback does), up to MAX_RETRY times; a killed trial th
 left unqueued (stopped between the two) is queued by the next. A trial interrupted by
 Ctrl-C/SIGTERM is re-queued the same way: the signal raises only in the trial's own code,
 and waits out the worker's bookkeeping (reap, count, Optuna's ask and tell), which a cut
-would leave half done (fairl.process.interrupts). A study is done when COMPLETE trials plus FAIL
-trials that were not re-queued (errors such as a diverged fit, which would fail again)
-reach the trial count. At each launch (start and end), MLflow runs still RUNNING whose
+would leave half done (fairl.process.interrupts). A study is done when COMPLETE trials
+plus FAIL trials that were not re-queued (errors such as a diverged fit, which would fail
+again) reach the trial count. At each launch (start and end), MLflow runs still RUNNING whose
 trial is no longer running (or whose launcher died) are set KILLED with the reason in
 their `error` tag.
 """
@@ -219,7 +219,8 @@ def reap_trials(study, on_killed=None) -> list[str]:
         if requeue(study, study._storage.get_trial(trial._trial_id)):
             messages.append(f"trial {trial.number}: {reason}; re-queued")
         elif trial.state == TrialState.RUNNING:  # (the snapshot's state) failed by this reap
-            messages.append(f"trial {trial.number}: {reason}; failed (re-queued {MAX_RETRY} times already)")
+            messages.append(f"trial {trial.number}: {reason}; failed "
+                            f"(re-queued {MAX_RETRY} times already)")
     return messages
 
 

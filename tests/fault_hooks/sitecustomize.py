@@ -3,7 +3,6 @@
 On PYTHONPATH only in those tests; does nothing unless FAIRL_FAULT is set:
 * `kill_before_run:N`: the process that takes trial N SIGKILLs itself before creating its
   MLflow run (once: the marker file FAIRL_FAULT_MARK says it happened);
-* `slow_trial:S`: every trial sleeps S seconds before its fit (so a signal lands mid-trial);
 * `hold_trial:N`: trial N waits (up to 120 s) before its fit, for the test's signal: the
   signal lands mid-trial however slow the machine (its re-queued copy has another number);
 * `term_after_run:N`: the process that takes trial N sends itself SIGTERM as soon as MLflow's
@@ -43,9 +42,7 @@ if _FAULT:
     _evaluate = _runner.evaluate
 
     def _slow_evaluate(*args, **kwargs):
-        if _kind == "slow_trial":
-            time.sleep(float(_arg))
-        elif _kind == "hold_trial" and _current["trial"] == _arg:
+        if _kind == "hold_trial" and _current["trial"] == _arg:
             end = time.time() + 120
             while time.time() < end:
                 time.sleep(0.1)
