@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import signal
+import threading
 
 
 class _Interrupts:
@@ -31,7 +32,12 @@ def interrupts(allowed: bool):
     (allowed) or waits (not allowed) until the code is back where one may: a block of
     bookkeeping (reaping, counting, Optuna's ask and tell) is never cut midway, and a trial's
     own code is, where its except clause re-queues it. A signal that waited is raised on
-    entering an allowed block or on leaving the last disallowed one."""
+    entering an allowed block or on leaving the last disallowed one. Only the main thread,
+    which alone takes signals, keeps the blocks (elsewhere, as Optuna's heartbeat thread, a
+    block does nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _INTERRUPTS.allowed.append(allowed)
     try:
         _INTERRUPTS.raise_pending()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 
@@ -84,3 +85,27 @@ def test_sigint_is_taken_only_when_asked_and_not_when_ignored():
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, inherited)
+
+
+def test_a_block_in_another_thread_leaves_the_main_threads_signal_alone():
+    """Optuna's heartbeat thread calls the storage (each call a disallowed block): that must
+    neither defer the main thread's signal nor upset its nesting."""
+    entered, leave = threading.Event(), threading.Event()
+
+    def storage_call_elsewhere():
+        with interrupts(False):
+            entered.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=storage_call_elsewhere)
+    thread.start()
+    entered.wait(10)
+    try:
+        with interrupt_on_sigterm(), pytest.raises(KeyboardInterrupt):
+            _term_self()
+            for _ in range(1000):
+                pass
+    finally:
+        leave.set()
+        thread.join()
+    assert not stop_pending()

@@ -10,6 +10,7 @@ byte offset and `fairl study repair`, which backs the file up and removes those 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 from optuna.storages.journal import JournalFileBackend
 
 from fairl.paths import StoreError
+from fairl.process import interrupts
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -27,6 +29,19 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+@contextlib.contextmanager
+def held(lock):
+    """Optuna's journal lock held over the block, a stop signal waiting from acquire through
+    release: a KeyboardInterrupt in its acquire's wait "releases" the lock another process
+    holds, and one in its release unlinks the renamed lock file twice (FileNotFoundError)."""
+    with interrupts(False):
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 class JournalFile(JournalFileBackend):
@@ -39,8 +54,7 @@ class JournalFile(JournalFileBackend):
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
-        self._lock.acquire()
-        try:
+        with held(self._lock):
             fd = os.open(self._file_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 size = os.fstat(fd).st_size
@@ -59,8 +73,6 @@ class JournalFile(JournalFileBackend):
                     raise
             finally:
                 os.close(fd)
-        finally:
-            self._lock.release()
 
 
 def journal_file(path: str):
@@ -90,11 +102,8 @@ def check_journal(backend: JournalFileBackend, study: str | None = None) -> None
     """Raise StoreError if the journal has a torn or unreadable record (read under its lock,
     so that another process's append in flight is not taken for a torn one)."""
     path = backend._file_path
-    backend._lock.acquire()
-    try:
+    with held(backend._lock):
         bad, size = bad_records(path)
-    finally:
-        backend._lock.release()
     if not bad:
         return
     offset, length = bad[0]
@@ -112,8 +121,7 @@ def repair_journal(path: str | Path) -> list[str]:
     if not path.exists():
         raise StoreError(f"{path}: no such journal (nothing to repair)")
     backend = journal_file(str(path))
-    backend._lock.acquire()  # no worker appends while the file is rewritten
-    try:
+    with held(backend._lock):  # no worker appends while the file is rewritten
         bad, size = bad_records(path)
         if not bad:
             return [f"{path}: every record reads; the file is unchanged"]
@@ -131,8 +139,6 @@ def repair_journal(path: str | Path) -> list[str]:
             temporary = path.with_name(f".{path.name}.repair")
             temporary.write_bytes(b"".join(keep))
             os.replace(temporary, path)
-    finally:
-        backend._lock.release()
     removed = ", ".join(f"{length} bytes at byte {offset}" for offset, length in bad)
     return [f"{path}: backed up to {backup}",
             f"{path}: removed {len(bad)} torn or unreadable record(s): {removed}"]

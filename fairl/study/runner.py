@@ -396,22 +396,41 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
     except Pruned as pruned:
         _prune_run(uri, run_id, config, pruned)
         raise
-    except OSError as error:
-        if error.errno not in DISK_ERRNOS:
-            _fail_trial(trial, study.name, uri, run_id, config, error)
-            raise
-        # A full or read-only disk is not the configuration's fault: stop the launch with the
-        # trial left RUNNING; the next reap (at the end of this launch) re-queues it.
-        raise StoreFault(error) from error
     except Exception as error:
+        if raised_by_a_stop(error):  # a library's cleanup failed on the stop: still the stop
+            _interrupted(trial, uri, run_id)
+            raise KeyboardInterrupt from error
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+            # A full or read-only disk is not the configuration's fault: stop the launch with
+            # the trial left RUNNING; the next reap (at the end of this launch) re-queues it.
+            raise StoreFault(error) from error
         _fail_trial(trial, study.name, uri, run_id, config, error)
         raise
     except BaseException:  # Ctrl-C / SIGTERM: not the configuration's fault, run it again
-        trial.set_user_attr("fairl_interrupted", True)
-        if run_id is not None:
-            runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
+        _interrupted(trial, uri, run_id)
         raise
     return values[0] if len(values) == 1 else values
+
+
+def raised_by_a_stop(error: BaseException) -> bool:
+    """Was `error` raised while a KeyboardInterrupt (Ctrl-C, SIGTERM) was being handled?"""
+    todo, seen = [error], set()
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        todo += [error.__cause__, error.__context__]
+    return False
+
+
+def _interrupted(trial, uri: str, run_id: str | None) -> None:
+    """A trial stopped by Ctrl-C or SIGTERM: re-queued by the next reap, its run KILLED."""
+    trial.set_user_attr("fairl_interrupted", True)
+    if run_id is not None:
+        runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
 
 
 def _torch_threads() -> int:

@@ -16,8 +16,9 @@ parameters and grid slot (system attrs `failed_trial`, `retry_history`, as Optun
 RetryHeartbeatStaleTrialCallback does), up to MAX_RETRY times; a killed trial that a reap
 left unqueued (stopped between the two) is queued by the next. A trial interrupted by
 Ctrl-C/SIGTERM is re-queued the same way: the signal raises only in the trial's own code,
-and waits out the worker's bookkeeping (reap, count, Optuna's ask and tell), which a cut
-would leave half done (fairl.process.interrupts). A study is done when COMPLETE trials
+and waits out the worker's bookkeeping (reap, count, Optuna's ask and tell) and every call
+on the storage (WholeJournalStorage, WholeRDBStorage), which a cut would leave half done
+(fairl.process.interrupts). A study is done when COMPLETE trials
 plus FAIL trials that were not re-queued (errors such as a diverged fit, which would fail
 again) reach the trial count. At each launch (start and end), MLflow runs still RUNNING whose
 trial is no longer running (or whose launcher died) are set KILLED with the reason in
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import importlib.util
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -42,6 +45,7 @@ from optuna.trial import TrialState
 
 from fairl.config import ConfigError
 from fairl.paths import mlruns_dir, redact
+from fairl.process import interrupts
 from fairl.runs.provenance import worker_alive, worker_identity
 from fairl.study.journal import check_journal, journal_file
 
@@ -85,7 +89,7 @@ def open_storage(storage: str, study: str | None = None):
         lock = StudyLock(storage, "optuna-schema")
         try:
             with lock:
-                return optuna.storages.RDBStorage(
+                return WholeRDBStorage(
                     sqlalchemy_url(storage), engine_kwargs={"pool_pre_ping": True},
                     heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
                     heartbeat_stale_trial_callback=requeue)
@@ -94,7 +98,35 @@ def open_storage(storage: str, study: str | None = None):
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
     backend = journal_file(str(storage))
     check_journal(backend, study)
-    return JournalStorage(backend)
+    return WholeJournalStorage(backend)
+
+
+def _whole_calls(cls: type) -> dict:
+    """`cls`'s public methods, each run with a stop signal waiting (fairl.process.interrupts)
+    until it returns."""
+
+    def whole(method):
+        @functools.wraps(method)
+        def call(*args, **kwargs):
+            with interrupts(False):
+                return method(*args, **kwargs)
+        return call
+
+    return {name: whole(getattr(cls, name)) for name in dir(cls)
+            if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(cls, name))}
+
+
+# Every call on a study's storage ends whole, whatever stop signal lands in it; the signal is
+# raised as the call returns. A KeyboardInterrupt inside Optuna's journal lock broke the lock's
+# own cleanup: one in its release unlinked the renamed lock file twice (FileNotFoundError: the
+# trial counted failed instead of re-queued; CI, stop 23), one in its acquire's wait "released"
+# the lock another process held; one in a replay left this process's view of the study half
+# applied. Blocking calls (a lock held by another process, a slow database) wait for the signal
+# as well: SIGKILL still stops them.
+WholeJournalStorage = type("WholeJournalStorage", (JournalStorage,),
+                           {"__module__": __name__, **_whole_calls(JournalStorage)})
+WholeRDBStorage = type("WholeRDBStorage", (optuna.storages.RDBStorage,),
+                       {"__module__": __name__, **_whole_calls(optuna.storages.RDBStorage)})
 
 
 def _quiet_optuna() -> None:

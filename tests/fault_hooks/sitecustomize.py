@@ -3,12 +3,16 @@
 On PYTHONPATH only in those tests; does nothing unless FAIRL_FAULT is set:
 * `kill_before_run:N`: the process that takes trial N SIGKILLs itself before creating its
   MLflow run (once: the marker file FAIRL_FAULT_MARK says it happened);
-* `hold_trial:N`: trial N waits (up to 120 s) before its fit, for the test's signal: the
-  signal lands mid-trial however slow the machine (its re-queued copy has another number);
+* `hold_trial:N`: trial N waits (up to 120 s) before its fit, for the test's signal, having
+  made the file FAIRL_FAULT_MARK: the signal lands mid-trial however slow the machine (its
+  re-queued copy has another number);
 * `term_after_run:N`: the process that takes trial N sends itself SIGTERM as soon as MLflow's
   start_run returns, before fairl has the run's id (the narrowest window of a trial);
 * `term_in_tell:N`: the process sends itself SIGTERM inside Optuna's tell of trial N (its grid
-  sampler's after_trial), after the trial's own code ended.
+  sampler's after_trial), after the trial's own code ended;
+* `term_in_journal_unlock:N`: the process that takes trial N sends itself SIGTERM inside the
+  journal lock's release, just after it unlinked the lock file, in the first journal write
+  after MLflow's start_run (the trial's mlflow_run_id): where CI's signal once landed.
 """
 
 import os
@@ -43,6 +47,7 @@ if _FAULT:
 
     def _slow_evaluate(*args, **kwargs):
         if _kind == "hold_trial" and _current["trial"] == _arg:
+            open(os.environ["FAIRL_FAULT_MARK"], "w").close()
             end = time.time() + 120
             while time.time() < end:
                 time.sleep(0.1)
@@ -60,3 +65,14 @@ if _FAULT:
             return _after_trial(self, study, trial, state, values)
 
         GridSampler.after_trial = _after_trial_and_term
+    if _kind == "term_in_journal_unlock":
+        _unlink = os.unlink
+        _fired = []
+
+        def _unlink_and_term(path, *args, **kwargs):
+            _unlink(path, *args, **kwargs)
+            if str(path).endswith(".rename") and _current["trial"] == _arg and not _fired:
+                _fired.append(path)
+                os.kill(os.getpid(), signal.SIGTERM)  # taken before this function returns
+
+        os.unlink = _unlink_and_term

@@ -89,14 +89,14 @@ def error_lines(done: subprocess.CompletedProcess) -> list[str]:
 
 
 def wait_for_running(name: str, process, not_pid: int | None = None, deadline: float = 120,
-                     number: int | None = None):
+                     number: int | None = None, held: Path | None = None):
     """A RUNNING trial with its MLflow run (of a worker other than `not_pid`; trial `number`
-    if given), or None."""
+    if given; once the file `held` exists: hold_trial's trial waits in its fit), or None."""
     journal_path = Path(resolve_storage())
     end = time.time() + deadline
     while time.time() < end and process.poll() is None:
         time.sleep(0.2)
-        if not journal_path.exists():
+        if not journal_path.exists() or (held is not None and not held.exists()):
             continue
         try:
             trials = trials_of(name)
@@ -326,7 +326,7 @@ def test_sigterm_to_the_launcher_requeues_like_ctrl_c(store, tmp_path):
     launch = subprocess.Popen([sys.executable, "-m", "fairl", "study", "run", str(path),
                                "--no-progress"], env=env_for("hold_trial:0", tmp_path / "m"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = wait_for_running("term", launch, number=0)
+    victim = wait_for_running("term", launch, number=0, held=tmp_path / "m")
     assert victim is not None, launch.communicate()[0]
     launch.send_signal(signal.SIGTERM)
     output = launch.communicate(timeout=120)[0]
@@ -349,10 +349,12 @@ def test_sigterm_to_a_worker_and_a_shadowing_module(store, tmp_path):
     (cwd / "concurrent.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(9)")
     command = [sys.executable, "-P", "-m", "fairl", "study", "run", str(path), "--workers", "2",
                "--no-progress"]
-    # Trial 0 waits for the signal (hold_trial): it lands mid-trial however loaded the machine.
+    # Trial 0 waits for the signal (hold_trial): it lands mid-fit however loaded the machine
+    # (before, it could land in a journal write; test_sigterm_in_a_journal_lock covers that).
     launch = subprocess.Popen(command, cwd=cwd, env=env_for("hold_trial:0", tmp_path / "m"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = wait_for_running("termworker", launch, not_pid=launch.pid, number=0)
+    victim = wait_for_running("termworker", launch, not_pid=launch.pid, number=0,
+                              held=tmp_path / "m")
     assert victim is not None, launch.communicate()[0]
     os.kill(int(victim.user_attrs["worker"].split(":")[1]), signal.SIGTERM)
     output = launch.communicate(timeout=240)[0]
@@ -401,3 +403,25 @@ def test_sigterm_in_optunas_tell_waits_for_it(store, tmp_path):
     trials = trials_of("termtell")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4, describe("termtell")
     check_whole("termtell")
+
+
+def test_sigterm_in_a_journal_lock_requeues_the_trial(store, tmp_path):
+    """The signal lands in Optuna's journal lock release (the trial's first journal write after
+    its run exists), where CI's once did: the write ends whole and the trial is re-queued.
+    Before, the lock's cleanup unlinked its file twice: the trial failed (FileNotFoundError)
+    and was never re-run, and the worker went on as if no signal had come."""
+    path = write_study(tmp_path, "termlock")
+    done = fairl("study", "run", str(path), "--workers", "2", "--no-progress",
+                 env=env_for("term_in_journal_unlock:1"))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "exited with 143" in done.stdout, output + describe("termlock")
+    assert "termlock: 4/4 done (4 complete, 0 failed)" in done.stdout, output
+    assert "Traceback" not in output and "FileNotFoundError" not in output, output
+    victim = trials_of("termlock")[1]
+    assert victim.state.name == "FAIL" and victim.user_attrs.get("fairl_interrupted"), \
+        describe("termlock")
+    assert victim.user_attrs.get("mlflow_run_id")  # the interrupted write itself went in whole
+    check_whole("termlock")
+    runs = [run for run in runs_of(runs_store.default_tracking_uri(), "termlock")
+            if run.data.tags.get("trial_number") == "1"]
+    assert [run.info.status for run in runs] == [write.KILLED]

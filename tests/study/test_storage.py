@@ -1,11 +1,17 @@
-"""fairl.study.storage: a reap that stopped between a FAIL and its re-queue is finished later."""
+"""fairl.study.storage: a reap that stopped between a FAIL and its re-queue is finished later;
+a stop signal in a storage call waits for the call to end."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution
 
-from fairl.study.storage import MAX_RETRY, reap_trials, tally
+from fairl.process import interrupt_on_sigterm, interrupts
+from fairl.study.storage import MAX_RETRY, open_storage, reap_trials, tally
 
 
 def _failed_by_a_reap(study, history=()):
@@ -32,3 +38,28 @@ def test_a_killed_trial_past_max_retry_counts_failed_without_a_message():
     _failed_by_a_reap(study, history=range(100, 100 + MAX_RETRY))
     assert reap_trials(study) == []
     assert tally(study.get_trials()).failed == 1
+
+
+def test_a_stop_signal_in_the_journal_lock_waits_for_the_write(tmp_path, monkeypatch):
+    """SIGTERM lands in Optuna's journal lock release, just after it unlinked the lock file
+    (where CI's once did): the write ends whole, the lock is free, then KeyboardInterrupt.
+    Before, the lock's own cleanup unlinked the file again: FileNotFoundError, no interrupt."""
+    journal = tmp_path / "optuna.journal"
+    storage = open_storage(str(journal))
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial_id = study.ask()._trial_id
+    unlink, fired = os.unlink, []
+
+    def unlink_and_term(path, *args, **kwargs):
+        unlink(path, *args, **kwargs)
+        if str(path).endswith(".rename") and not fired:
+            fired.append(path)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "unlink", unlink_and_term)
+    with interrupt_on_sigterm(), pytest.raises(KeyboardInterrupt), interrupts(True):
+        storage.set_trial_user_attr(trial_id, "mlflow_run_id", "r1")
+    assert fired
+    assert not (tmp_path / "optuna.journal.lock").exists()  # released, once
+    reread = optuna.load_study(study_name="s", storage=open_storage(str(journal)))
+    assert reread.trials[0].user_attrs == {"mlflow_run_id": "r1"}
