@@ -18,11 +18,10 @@ left unqueued (stopped between the two) is queued by the next. A trial interrupt
 Ctrl-C/SIGTERM is re-queued the same way: the signal raises only in the trial's own code,
 and waits out the worker's bookkeeping (reap, count, Optuna's ask and tell) and every call
 on the storage (WholeJournalStorage, WholeRDBStorage), which a cut would leave half done
-(fairl.process.interrupts). A study is done when COMPLETE trials
-plus FAIL trials that were not re-queued (errors such as a diverged fit, which would fail
-again) reach the trial count. At each launch (start and end), MLflow runs still RUNNING whose
-trial is no longer running (or whose launcher died) are set KILLED with the reason in
-their `error` tag.
+(fairl.process.interrupts). A study is done when COMPLETE trials plus FAIL trials that were
+not re-queued (errors such as a diverged fit, which would fail again) reach the trial count.
+At each launch (start and end), MLflow runs still RUNNING whose trial is no longer running
+(or whose launcher died) are set KILLED with the reason in their `error` tag.
 """
 
 from __future__ import annotations
@@ -120,8 +119,9 @@ def _whole_calls(cls: type) -> dict:
 # raised as the call returns. A KeyboardInterrupt inside Optuna's journal lock broke the lock's
 # own cleanup: one in its release unlinked the renamed lock file twice (FileNotFoundError: the
 # trial counted failed instead of re-queued; CI, stop 23), one in its acquire's wait "released"
-# the lock another process held; one in a replay left this process's view of the study half
-# applied. Blocking calls (a lock held by another process, a slow database) wait for the signal
+# the lock another process held; one in a replay would skip a record in this process's view
+# of the study (Optuna counts a record read before it applies it: read in its code, not
+# reproduced). Blocking calls (a lock held by another process, a slow database) wait for the signal
 # as well: SIGKILL still stops them.
 WholeJournalStorage = type("WholeJournalStorage", (JournalStorage,),
                            {"__module__": __name__, **_whole_calls(JournalStorage)})
