@@ -116,13 +116,13 @@ def _whole_calls(cls: type) -> dict:
 
 
 # Every call on a study's storage ends whole, whatever stop signal lands in it; the signal is
-# raised as the call returns. A KeyboardInterrupt inside Optuna's journal lock broke the lock's
-# own cleanup: one in its release unlinked the renamed lock file twice (FileNotFoundError: the
-# trial counted failed instead of re-queued; CI, stop 23), one in its acquire's wait "released"
-# the lock another process held; one in a replay would skip a record in this process's view
-# of the study (Optuna counts a record read before it applies it: read in its code, not
-# reproduced). Blocking calls (a lock held by another process, a slow database) wait for the signal
-# as well: SIGKILL still stops them.
+# raised as the call returns. A KeyboardInterrupt inside Optuna's journal lock breaks the
+# lock's own cleanup: one in its release unlinks the renamed lock file twice (FileNotFoundError:
+# the trial counted failed instead of re-queued; CI, stop 23; test_faults reproduces it). Read
+# in Optuna's code, not reproduced: one in its acquire's wait "releases" the lock another
+# process holds, and one in a replay skips a record in this process's view of the study
+# (a record is counted read before it is applied). Blocking calls (a lock held by another
+# process, a slow database) wait for the signal as well: SIGKILL still stops them.
 WholeJournalStorage = type("WholeJournalStorage", (JournalStorage,),
                            {"__module__": __name__, **_whole_calls(JournalStorage)})
 WholeRDBStorage = type("WholeRDBStorage", (optuna.storages.RDBStorage,),
