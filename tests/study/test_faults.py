@@ -350,7 +350,7 @@ def test_sigterm_to_a_worker_and_a_shadowing_module(store, tmp_path):
     command = [sys.executable, "-P", "-m", "fairl", "study", "run", str(path), "--workers", "2",
                "--no-progress"]
     # Trial 0 waits for the signal (hold_trial): it lands mid-fit however loaded the machine
-    # (before, it could land in a journal write; test_sigterm_in_a_journal_lock covers that).
+    # (before, it could land in a journal write: test_sigterm_in_a_journal_lock_requeues_...).
     launch = subprocess.Popen(command, cwd=cwd, env=env_for("hold_trial:0", tmp_path / "m"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim = wait_for_running("termworker", launch, not_pid=launch.pid, number=0,
@@ -374,20 +374,27 @@ def test_sigterm_to_a_worker_and_a_shadowing_module(store, tmp_path):
 def test_sigterm_before_the_run_id_is_recorded_requeues_the_trial(store, tmp_path):
     """The signal lands as MLflow's start_run returns, before fairl holds the run's id: the
     trial is re-queued (not counted failed), and its run is not left RUNNING."""
-    path = write_study(tmp_path, "termearly")
+    _check_trial_1_requeued(tmp_path, "termearly", "term_after_run:1")
+
+
+def _check_trial_1_requeued(tmp_path, name: str, fault: str):
+    """A launch of 2 workers with `fault` hitting trial 1: the worker exits 143, trial 1 is
+    re-queued (not counted failed), its one run KILLED, no traceback; returns (output, trial)."""
+    path = write_study(tmp_path, name)
     done = fairl("study", "run", str(path), "--workers", "2", "--no-progress",
-                 env=env_for("term_after_run:1"))
+                 env=env_for(fault))
     output = done.stdout + done.stderr
-    assert done.returncode == 0 and "exited with 143" in done.stdout, output
-    assert "termearly: 4/4 done (4 complete, 0 failed)" in done.stdout, output
+    assert done.returncode == 0 and "exited with 143" in done.stdout, output + describe(name)
+    assert f"{name}: 4/4 done (4 complete, 0 failed)" in done.stdout, output
     assert "Traceback" not in output, output
-    victim = trials_of("termearly")[1]
+    victim = trials_of(name)[1]
     assert victim.state.name == "FAIL" and victim.user_attrs.get("fairl_interrupted"), \
-        describe("termearly")
-    check_whole("termearly")
-    runs = [run for run in runs_of(runs_store.default_tracking_uri(), "termearly")
+        describe(name)
+    check_whole(name)
+    runs = [run for run in runs_of(runs_store.default_tracking_uri(), name)
             if run.data.tags.get("trial_number") == "1"]
     assert [run.info.status for run in runs] == [write.KILLED]
+    return output, victim
 
 
 def test_sigterm_in_optunas_tell_waits_for_it(store, tmp_path):
@@ -410,18 +417,6 @@ def test_sigterm_in_a_journal_lock_requeues_the_trial(store, tmp_path):
     its run exists), where CI's once did: the write ends whole and the trial is re-queued.
     Before, the lock's cleanup unlinked its file twice: the trial failed (FileNotFoundError)
     and was never re-run, and the worker went on as if no signal had come."""
-    path = write_study(tmp_path, "termlock")
-    done = fairl("study", "run", str(path), "--workers", "2", "--no-progress",
-                 env=env_for("term_in_journal_unlock:1"))
-    output = done.stdout + done.stderr
-    assert done.returncode == 0 and "exited with 143" in done.stdout, output + describe("termlock")
-    assert "termlock: 4/4 done (4 complete, 0 failed)" in done.stdout, output
-    assert "Traceback" not in output and "FileNotFoundError" not in output, output
-    victim = trials_of("termlock")[1]
-    assert victim.state.name == "FAIL" and victim.user_attrs.get("fairl_interrupted"), \
-        describe("termlock")
+    output, victim = _check_trial_1_requeued(tmp_path, "termlock", "term_in_journal_unlock:1")
+    assert "FileNotFoundError" not in output, output
     assert victim.user_attrs.get("mlflow_run_id")  # the interrupted write itself went in whole
-    check_whole("termlock")
-    runs = [run for run in runs_of(runs_store.default_tracking_uri(), "termlock")
-            if run.data.tags.get("trial_number") == "1"]
-    assert [run.info.status for run in runs] == [write.KILLED]
