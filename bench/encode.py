@@ -1,4 +1,4 @@
-"""Embedding throughput: fairl.encode (cold cache) vs the bare library call, same texts, same run.
+"""Embedding throughput: fairl.lm.encode (cold cache) vs the bare library call, same texts, same run.
 
     python bench/encode.py [--encoder minilm|smollm2-meanpool] [--n 2000] [--rounds 2]
 
@@ -55,7 +55,7 @@ def bare_lm_meanpool(encoder, texts, batch_size):
 
 
 def main() -> None:
-    from fairl.encode import encode, get_encoder
+    from fairl.lm.encode import encode, get_encoder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="minilm", choices=["minilm", "smollm2-meanpool"])
@@ -93,7 +93,7 @@ def main() -> None:
               f"{len(texts) / best['ours']:.1f}/s (best so far); warm-cache call "
               f"{warm_seconds:.2f} s; max |ours - bare| {gap:.1e}")
     bare_rate, ours_rate = len(texts) / best["bare"], len(texts) / best["ours"]
-    print(f"bare {bare_rate:.1f} texts/s | fairl.encode cold {ours_rate:.1f} texts/s | "
+    print(f"bare {bare_rate:.1f} texts/s | fairl.lm.encode cold {ours_rate:.1f} texts/s | "
           f"ratio {ours_rate / bare_rate:.2f} (goal >= 0.8)")
 
 

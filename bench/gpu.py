@@ -40,7 +40,7 @@ def world_texts(n: int) -> tuple[list[str], list[str]]:
 
 
 def stage_encode(device: str, texts: list[str], encoder: str) -> float:
-    from fairl.encode import encode, get_encoder
+    from fairl.lm.encode import encode, get_encoder
 
     model = get_encoder(encoder, device=device)
     encode(texts[:64], model, cache=False, progress=False)  # load and warm up
@@ -63,7 +63,7 @@ def stage_generate(device: str, prompts: list[str], n: int) -> float:
 
 def stage_rlhf(device: str, prompts: list[str], steps: int) -> float:
     from fairl.data.scorers import get_scorer
-    from fairl.rlhf import RLHFConfig, train_policy
+    from fairl.lm.rlhf import RLHFConfig, train_policy
 
     config = RLHFConfig(steps=steps, checkpoint_every=10_000, device=device)
     with tempfile.TemporaryDirectory() as folder:

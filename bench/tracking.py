@@ -1,7 +1,7 @@
 """Benchmark: per-trial overhead of Optuna + MLflow against the fit time, on the smoke world.
 
 Runs the smoke study (studies/smoke.yaml; --trials of them) in a temporary store and times,
-inside the same run, each trial's fit work (`fairl.study.runner.evaluate`: every seed's fit and
+inside the same run, each trial's fit work (`fairl.study.trial.evaluate`: every seed's fit and
 metrics) and everything else the trial costs: the study lock, reaping and counting,
 Optuna's ask/tell on the journal, MLflow run creation, the log_batch calls, artifacts and
 termination. Overhead ratio = (trial time - fit time) / fit time; goal < 10 %. One-time
@@ -68,6 +68,7 @@ def main() -> None:
     from fairl.runs import store as runs_store
     from fairl.runs import write
     from fairl.study import runner as study
+    from fairl.study import trial
 
     runs_store.client(runs_store.resolve_tracking_uri()).search_experiments()
     import optuna  # noqa: F401
@@ -76,7 +77,7 @@ def main() -> None:
     setup = time.perf_counter() - start
 
     timed(study, "work", "worker loop (all trials)")
-    timed(study, "evaluate", "fit (evaluate: every seed's fit + metrics)")
+    timed(trial, "evaluate", "fit (evaluate: every seed's fit + metrics)")
     timed(study, "objective", "trial (objective)")
     timed(study, "reap_trials", "reap + count (per loop)")
     for name in ("start_run", "log_run", "log_text", "log_world_inputs", "end_run"):

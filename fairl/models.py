@@ -2,7 +2,7 @@
 
 A trial logs one model, `reward`, holding every seed's heads (a few KB each) and the name of
 the frozen encoder; `predict` scores the best seed unless `params={"seed": s}` says another.
-Texts are encoded by `fairl.encode` (the MiniLM wheel or the local LM cache, never a hub), so
+Texts are encoded by `fairl.lm.encode` (the MiniLM wheel or the local LM cache, never a hub), so
 loading needs fairl installed. Worlds without text (planted) take embeddings, columns h0, h1...
 """
 
@@ -28,8 +28,8 @@ import yaml
 from mlflow.models import Model
 from mlflow.models.model import MODEL_CONFIG
 
-from fairl.encode import encode, get_encoder
 from fairl.irl import FitConfig, FitResult
+from fairl.lm.encode import encode, get_encoder
 from fairl.runs.read import seeds_of
 from fairl.runs.store import client
 from fairl.runs.write import local_dir, write_files

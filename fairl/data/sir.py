@@ -228,7 +228,7 @@ class SplitSamples:
 
 
 def load_samples(pairset, judge: str, encoder: str = "minilm") -> dict[str, SplitSamples]:
-    """SplitSamples of every split of a PairSet (embeddings from fairl.encode's cache)."""
+    """SplitSamples of every split of a PairSet (embeddings from fairl.lm.encode's cache)."""
     from fairl.data.pairset import stable_prompt_code, to_pairs  # heavy: scorers import torch
     from fairl.data.scorers import reward_from_toxicity
 

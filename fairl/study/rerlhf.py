@@ -2,7 +2,7 @@
 
 A failed cell ends FAILED with traceback.txt and the grid goes on; a rerun skips cells with
 a FINISHED run of the same `config_hash`, and a killed RLHF run resumes from its checkpoint
-(`fairl.rlhf` caches policies by identity under .cache/rerlhf/).
+(`fairl.lm.rlhf` caches policies by identity under .cache/rerlhf/).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import yaml
 from fairl import lm
 from fairl.config import ConfigError
 from fairl.data.scorers import get_scorer
+from fairl.lm.rlhf import load_policy, run_identity, train_policy
 from fairl.paths import cache_dir
-from fairl.rlhf import load_policy, run_identity, train_policy
 from fairl.runs import write as runs
 from fairl.runs.provenance import environment_tags, worker_identity
 from fairl.runs.read import load_policy_runs, policy_runs

@@ -22,9 +22,9 @@ import numpy as np
 from fairl import lm
 from fairl.config import ConfigError
 from fairl.data.scorers import get_scorer, reward_from_toxicity
-from fairl.encode import encode, get_encoder
 from fairl.experiment import WorldSpec, run_experiment
 from fairl.irl import FitConfig, FitResult
+from fairl.lm.encode import encode, get_encoder
 from fairl.metrics import evaluate_reward
 from fairl.runs.read import heads_from_run, param_value, trial_run
 from fairl.runs.store import client

@@ -11,7 +11,7 @@ A reward *source* becomes a text -> reward function:
   rewards.npz holds every seed's heads) or from a saved FitResult (`path:` .npz);
 * ``scorer``: the ground-truth r* (clipped log-odds of non-toxic by the profanity scorer);
 * ``base``: no reward and no training: the base model itself, the floor.
-Every trained source gets the same `fairl.rlhf` run (the trainer that built the aligned model
+Every trained source gets the same `fairl.lm.rlhf` run (the trainer that built the aligned model
 of the world): same RLHFConfig, prompts and seed. RLOO advantages are divided by their batch
 std (`RLHFConfig.scale_advantages`), so the learning signal does not depend on the reward's
 scale (r* lives in [-6, 6], IRL rewards on their own scale) and lr / kl_beta mean the same
@@ -31,7 +31,7 @@ tags study / source / seed / world / dataset_hash / git commit, params, final me
 curves `curve/<name>`, and artifacts (config.yaml, curves.csv, samples.csv, reward.npz for IRL
 rewards). A failed cell ends FAILED with traceback.txt and the run goes on; a rerun skips
 cells with a FINISHED run of the same `config_hash`, and a killed RLHF run resumes from its
-checkpoint (`fairl.rlhf` caches policies by identity under .cache/rerlhf/).
+checkpoint (`fairl.lm.rlhf` caches policies by identity under .cache/rerlhf/).
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class Study:
         return self.spec.name or Path(self.path).stem
 
     def rlhf_config(self, seed: int):
-        from fairl.rlhf import RLHFConfig  # heavy: the trainer imports torch and transformers
+        from fairl.lm.rlhf import RLHFConfig  # heavy: the trainer imports torch and transformers
 
         return RLHFConfig(**{**self.spec.rlhf, "seed": seed, "device": self.device})
 
@@ -209,7 +209,7 @@ def hash_of(value: Any) -> str:
 
 def load_study(path: str | Path, raw: dict | None = None) -> Study:
     """Read and validate a re-RLHF study file; errors name the file and the field."""
-    from fairl.rlhf import RLHFConfig  # heavy: see Study.rlhf_config
+    from fairl.lm.rlhf import RLHFConfig  # heavy: see Study.rlhf_config
 
     path = str(path)
     raw = load_yaml(path) if raw is None else raw

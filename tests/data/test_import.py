@@ -77,8 +77,8 @@ def check_text_reward_model(uri: str, run, capsys) -> None:
     import mlflow.pyfunc
     import pandas as pd
 
-    from fairl.encode import encode
     from fairl.irl import FitConfig, FitResult
+    from fairl.lm.encode import encode
     from fairl.runs.read import heads_from_run
 
     texts = ["you stupid idiot", "a calm and friendly answer", "totally new text here"]

@@ -24,7 +24,7 @@ if _FAULT:
     import time
 
     from fairl.runs import write as _write
-    from fairl.study import runner as _runner
+    from fairl.study import trial as _trial
 
     _kind, _, _arg = _FAULT.partition(":")
     _start_run = _write.start_run
@@ -43,7 +43,7 @@ if _FAULT:
         return run_id
 
     _write.start_run = _start_run_and_note
-    _evaluate = _runner.evaluate
+    _evaluate = _trial.evaluate
 
     def _slow_evaluate(*args, **kwargs):
         if _kind == "hold_trial" and _current["trial"] == _arg:
@@ -53,7 +53,7 @@ if _FAULT:
                 time.sleep(0.1)
         return _evaluate(*args, **kwargs)
 
-    _runner.evaluate = _slow_evaluate
+    _trial.evaluate = _slow_evaluate
     if _kind == "term_in_tell":
         from optuna.samplers import GridSampler
 

@@ -135,8 +135,8 @@ def test_irl_reward_scores_texts_like_the_fit_result(tmp_path, world):
     heads arrive through a `path:` source and through a study trial's rewards.npz."""
     import dataclasses
 
-    from fairl.encode import encode
     from fairl.irl import FitConfig, FitResult, fit
+    from fairl.lm.encode import encode
     from fairl.worlds import load_world
 
     pairs = load_world("pairset", {"path": str(world)}).train

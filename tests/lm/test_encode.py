@@ -3,8 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-from fairl import encode as encode_module
-from fairl.encode import (
+from fairl.lm import encode as encode_module
+from fairl.lm.encode import (
     CacheCorruptionWarning,
     EmbeddingCache,
     MiniLMEncoder,

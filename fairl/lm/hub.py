@@ -1,10 +1,8 @@
-"""Building blocks of fairl.lm (which re-exports them): loading by hub id or local folder
-(failing fast, with instructions, when offline), per-row sampling seeds, left padding.
-"""
+"""Loading a model by hub id or local folder, failing fast (with what to download) when the
+hub cannot be reached or the offline flags are set."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from pathlib import Path
@@ -72,50 +70,3 @@ def from_pretrained(source: str, *, dtype: torch.dtype, local_files_only: bool):
         source, dtype=dtype, local_files_only=local_files_only
     )
     return model, tokenizer
-
-
-# ---------------------------------------------------------------------------- sampling
-
-
-def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """Seed of one sampled continuation: a pure function of (seed, prompt, sample number)."""
-    digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little") >> 1
-
-
-class _GumbelSampler:
-    """Logits processor that turns greedy decoding into exact sampling, one RNG per row.
-
-    argmax(scores + Gumbel noise) is a draw from softmax(scores) (the Gumbel-max trick).
-    One generator per row, seeded by `row_seed`, makes a continuation independent of the
-    other rows in its batch (up to float round-off from padding); no global RNG is used.
-    """
-
-    def __init__(self, seeds: list[int]):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        vocab = scores.shape[-1]
-        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20)))
-        # Noise is drawn on the CPU on every device: the same seeds give the same draws.
-        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
-
-
-def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
-    """Token ids of each prompt; an empty prompt becomes [bos or eos] so it can be continued."""
-    fallback = (
-        tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    )
-    return [ids or [fallback] for ids in tokenizer(list(prompts))["input_ids"]]
-
-
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
-    return ids, mask

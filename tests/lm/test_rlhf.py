@@ -1,4 +1,4 @@
-"""fairl.rlhf: RLOO math, config validation, and real (tiny) runs on SmolLM2."""
+"""fairl.lm.rlhf: RLOO math, config validation, and real (tiny) runs on SmolLM2."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from fairl import lm, rlhf
+from fairl import lm
+from fairl.lm import rlhf
 
 PROMPTS = [
     "The weather today is",

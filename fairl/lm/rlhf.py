@@ -41,8 +41,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fairl import lm
 from fairl.devices import resolve_device
+from fairl.lm.load import load_lm
+from fairl.lm.logprobs import completion_logprobs
+from fairl.lm.sample import encode_prompts, row_seed, sample_continuations
 
 RewardFn = Callable[..., np.ndarray]  # (completions[, prompts=...]) -> (n,) floats
 LogFn = Callable[[int, dict], None]
@@ -182,7 +184,7 @@ def train_policy(
     from peft import LoraConfig, get_peft_model
 
     # A private copy: LoRA layers are injected into the model in place.
-    model, tokenizer = lm.load_lm(base_model_name, device=config.device, fresh=True)
+    model, tokenizer = load_lm(base_model_name, device=config.device, fresh=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # LoRA init draws from the global RNG
         model = get_peft_model(
@@ -200,7 +202,7 @@ def train_policy(
     curves: dict[str, list[float]] = {}
     start_step, seconds = _resume(out_dir, model, optimizer, curves, config.device)
 
-    encoded = lm.encode_prompts(tokenizer, prompts)
+    encoded = encode_prompts(tokenizer, prompts)
     bar = tqdm(
         range(start_step, config.steps),
         initial=start_step,
@@ -239,7 +241,7 @@ def load_policy(out_dir: str | Path, *, merge: bool = True, dtype: torch.dtype =
 
     result = _read_result(Path(out_dir), from_cache=True)
     # A private copy of the base: the adapter is merged into its weights in place.
-    base, tokenizer = lm.load_lm(result.base_model_name, dtype=dtype, device=device, fresh=True)
+    base, tokenizer = load_lm(result.base_model_name, dtype=dtype, device=device, fresh=True)
     model = PeftModel.from_pretrained(base, str(result.adapter_dir), torch_device=str(device))
     model = model.merge_and_unload() if merge else model
     model.eval()
@@ -301,11 +303,11 @@ def rloo_step(
     for start in range(0, len(rows), config.sample_batch_size):
         batch = rows[start : start + config.sample_batch_size]
         with _autocast(config):
-            completions += lm.sample_continuations(
+            completions += sample_continuations(
                 model,
                 [encoded[p] for p, _ in batch],
                 [
-                    lm.row_seed(config.seed, step * config.prompts_per_step + r // group, r % group)
+                    row_seed(config.seed, step * config.prompts_per_step + r // group, r % group)
                     for r in range(start, start + len(batch))
                 ],
                 max_new_tokens=config.max_new_tokens,
@@ -330,7 +332,7 @@ def rloo_step(
         prompt_ids = [encoded[rows[r][0]] for r in index]
         completion_ids = [completions[r] for r in index]
         with torch.no_grad(), model.disable_adapter(), _autocast(config):
-            ref_logprobs, _ = lm.completion_logprobs(
+            ref_logprobs, _ = completion_logprobs(
                 model,
                 prompt_ids,
                 completion_ids,
@@ -338,7 +340,7 @@ def rloo_step(
                 temperature=config.temperature,
             )
         with _autocast(config):
-            logprobs, mask = lm.completion_logprobs(
+            logprobs, mask = completion_logprobs(
                 model,
                 prompt_ids,
                 completion_ids,
