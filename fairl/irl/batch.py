@@ -208,8 +208,9 @@ class _Pass:
 
     def __init__(self, diffs: torch.Tensor, gt_margins, configs: list[FitConfig], monitors,
                  ops, device):
-        # Heads sorted by objective (stable): each objective's rows are one slice.
-        self.order = sorted(range(len(configs)), key=lambda i: configs[i].objective)
+        # Max-margin heads first, then max-entropy (stable): each objective's rows one slice.
+        self.order = sorted(range(len(configs)),
+                            key=lambda i: configs[i].objective != "max_margin")
         self.configs = [configs[i] for i in self.order]
         self.monitors = [monitors[i] for i in self.order]
         self.ops, self.device = ops, device
