@@ -53,16 +53,16 @@ def test_hand_terms_are_the_loss_and_autograds_gradient(loss, terms, constant, w
     leaf = margins.clone().requires_grad_()
     value = loss(leaf, constant)
     (weight * value).backward()
-    given = margins.numpy() if ops is NumpyOps else margins
-    pair_losses, grad = terms(given, constant, weight / len(margins), ops)
-    assert grad.dtype == given.dtype and pair_losses.dtype == given.dtype  # float32 stays
-    assert float(pair_losses.mean()) == pytest.approx(value.item(), rel=1e-6)
-    np.testing.assert_allclose(np.asarray(grad), leaf.grad.numpy(), rtol=1e-6, atol=1e-12)
+    rows = margins[None].numpy() if ops is NumpyOps else margins[None]  # one head
+    mean, grad = terms(rows, ops.tensor([[constant]], rows), weight / len(margins), ops)
+    assert grad.dtype == rows.dtype and mean.dtype == rows.dtype  # float32 stays
+    assert float(mean[0]) == pytest.approx(value.item(), rel=1e-6)
+    np.testing.assert_allclose(np.asarray(grad[0]), leaf.grad.numpy(), rtol=1e-6, atol=1e-12)
 
 
 def test_hand_terms_take_one_constant_per_head():
     margins = np.array([[0.5, 2.0], [0.5, 2.0]], np.float32)
     M = np.array([[1.0], [3.0]], np.float32)
-    pair_losses, grad = hinge_terms(margins, M, 0.5, NumpyOps)
-    assert pair_losses.tolist() == [[0.5, 0.0], [2.5, 1.0]]
+    mean, grad = hinge_terms(margins, M, 0.5, NumpyOps)
+    assert mean.tolist() == [0.25, 1.75]  # (0.5 + 0) / 2, (2.5 + 1) / 2
     assert grad.tolist() == [[-0.5, 0.0], [-0.5, -0.5]]
