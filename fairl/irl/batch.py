@@ -388,7 +388,9 @@ class _Pass:
                 f"l2={l2:.4g}); try a smaller lr (now {c.lr})"))
 
     def _after_round(self, t: int) -> None:
-        """Heads at their last round end with their result; monitors see the others."""
+        """Heads at their last round end with their result; monitors see the others. Heads
+        that share a monitor (a trial's seeds) end together when it raises."""
+        stopped = {}  # id(monitor) -> what it raised
         for slot in list(self.live):
             c, monitor = self.configs[slot], self.monitors[slot]
             if t + 1 == c.rounds:
@@ -396,8 +398,12 @@ class _Pass:
             elif monitor is not None and (t + 1) % monitor.every == 0:
                 try:
                     monitor(t, self._result(slot, []))
-                except Exception as error:  # noqa: BLE001 (this head's end, not the pass's)
-                    self._end(slot, error)
+                except Exception as error:  # noqa: BLE001 (these heads' end, not the pass's)
+                    stopped[id(monitor)] = error
+        for slot in list(self.live):
+            error = stopped.get(id(self.monitors[slot]))
+            if error is not None:
+                self._end(slot, error)
 
     def _end(self, slot: int, outcome) -> None:
         """Head `slot` leaves the pass with `outcome` (its FitResult or the error)."""
