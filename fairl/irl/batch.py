@@ -275,6 +275,8 @@ class _Pass:
 
     def _rounds(self) -> list:
         for t in range(len(self.schedule)):
+            if not len(self.live):
+                break
             blocks = [slice(None)]
             if self.batch is not None:  # a seeded shuffle into minibatches, per round
                 order = self.ops.randperm(self.n, self.generators[self.live[0]], self.device)

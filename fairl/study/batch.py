@@ -101,7 +101,7 @@ def _run_batch(batch: list[_Trial], study: Study, context: WorkerContext, logger
                 if item.told:
                     continue
                 _interrupted(item.trial, context.tracking_uri, item.run_id)
-                logger.study.tell(item.trial, state=optuna.trial.TrialState.FAIL)
+                _tell(logger.study, item.trial, None, optuna.trial.TrialState.FAIL)
                 item.heartbeat.join()
         raise
 
@@ -218,9 +218,20 @@ class _Logger:
                 state = optuna.trial.TrialState.FAIL
                 _fail_trial(item.trial, study.name, uri, item.run_id, item.config, error)
         with self.guard, self.lock:  # its run is whole (FINISHED) before Optuna hears of it
-            self.study.tell(item.trial, values, state=state)
+            _tell(self.study, item.trial, values, state)
             item.told = True
             self.untold.discard(item.trial.number)
         item.heartbeat.join()
         if self.on_trial is not None:
             self.on_trial(tally(self.study.get_trials(deepcopy=False)))
+
+
+def _tell(study, trial, values, state) -> None:
+    """study.tell outside study.optimize: a grid sampler's last tell calls study.stop(), which
+    raises there after the state is stored (Optuna's _tell: stored in a finally); the worker
+    loop stops by the count anyway."""
+    try:
+        study.tell(trial, values, state=state)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
