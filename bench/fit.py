@@ -1,7 +1,7 @@
 """Benchmark: fit() vs the floor of any linear fit, and vs bare torch loops, in the same run.
 
     python bench/fit.py [--shapes 20000x768,9243x384] [--rounds 100] [--repeats 3] [--threads 2]
-                        [--clock wall|cpu]
+                        [--clock wall|cpu] [--heads 1,8,32,128]
 
 Floor: a numpy loop of two matrix-vector products per round on the difference matrix D
 (forward margins D @ θ, gradient D.T @ g, a hinge in between, a plain SGD step), the least
@@ -19,9 +19,11 @@ The fit reads read-only pairs, as a study's trials do (a loaded world is read-on
 D = h_T - h_NT is built once and reused (fairl.irl.fit.difference_matrix); that one-time
 build is timed and printed on its own, and "fit incl. D" adds it back.
 
-Batched seeds: a trial fits 3 seeds on one D. Their products could go as one skinny GEMM
-pair, D @ [θ_1 θ_2 θ_3] and D^T [g_1 g_2 g_3], instead of 3 x 2 matrix-vector products;
-the "seeds" line times both ways for the matrix work alone.
+Batched heads (fairl.irl.fit_many): K FA-IRL heads (seeds 0..K-1) in one pass, K in
+{1, 8, 32, 128} (--heads); the "heads" lines print the per-head cost against the single fit
+and the numpy floor measured in the same run. Goals (issue 27): single fit <= 1.3x the floor
+at 9 243 x 384 and 20 000 x 768; at 32 heads per head <= 0.5x (9 243 x 384) and <= 0.25x
+(20 000 x 768) of the single fit.
 
 Repeats alternate fit / floor / bare and the best time of each is kept, so a busy machine
 penalises all alike; each timed section starts after a 0.2 s pause, so the worker threads
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import time
 from pathlib import Path
@@ -48,7 +51,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from fairl.irl import FitConfig, fit
+from fairl.irl import FitConfig, fit, fit_many
 from fairl.irl.fit import difference_matrix
 
 clock = time.perf_counter
@@ -93,24 +96,6 @@ def bare_loop(diffs: torch.Tensor, n_heads: int, rounds: int, naive: bool = Fals
     return clock() - start
 
 
-def seed_products(diffs: torch.Tensor, seeds: int, rounds: int, batched: bool) -> float:
-    """The matrix work of `seeds` fits on one D: per seed Δ = D θ and D^T g, or all seeds'
-    at once as (n, d) @ (d, seeds) and (d, n) @ (n, seeds)."""
-    d = diffs.shape[1]
-    theta = torch.full((d, seeds), 0.01)
-    grads = torch.empty(d, seeds)
-    time.sleep(PAUSE)
-    start = clock()
-    for _ in range(rounds):
-        if batched:
-            margins = diffs @ theta
-            torch.mm(diffs.t(), margins, out=grads)
-        else:
-            for s in range(seeds):
-                torch.mv(diffs.t(), diffs.mv(theta[:, s].contiguous()), out=grads[:, s])
-    return clock() - start
-
-
 def planted_pairs(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     theta = rng.standard_normal(d) / np.sqrt(d)
@@ -148,7 +133,7 @@ def machine() -> str:
     return f"{cpu}; numpy BLAS {numpy_blas}, torch BLAS {torch_blas}"
 
 
-def bench_shape(n: int, d: int, rounds: int, repeats: int) -> None:
+def bench_shape(n: int, d: int, rounds: int, repeats: int, batches: list[int]) -> None:
     h_T, h_NT = planted_pairs(n, d)
     diffs_np = h_T - h_NT
     diffs = torch.from_numpy(diffs_np)
@@ -198,10 +183,18 @@ def bench_shape(n: int, d: int, rounds: int, repeats: int) -> None:
               f"{(ours + build) / floor:5.2f}")
     naive = min(bare_loop(diffs, 2, rounds, naive=True) for _ in range(repeats))
     print(f"{'(scale)':>13}: naive two-head autograd loop, full backward for both {naive:6.3f} s")
-    looped = min(seed_products(diffs, 3, rounds, batched=False) for _ in range(repeats))
-    batched = min(seed_products(diffs, 3, rounds, batched=True) for _ in range(repeats))
-    print(f"{'seeds':>13}: 3 seeds' matrix work, 3 x 2 matrix-vector products {looped:6.3f} s, "
-          f"one skinny GEMM pair {batched:6.3f} s, ratio {batched / looped:5.2f}")
+    single = ours  # the FA-IRL fit of the loop above
+    for k in batches:
+        configs = [FitConfig(rounds=rounds, seed=seed) for seed in range(k)]
+        best = float("inf")
+        for _ in range(repeats):
+            time.sleep(PAUSE)
+            start = clock()
+            fit_many(h_T, h_NT, configs)
+            best = min(best, clock() - start)
+        print(f"{'heads':>13}: K={k:3d} FA-IRL heads in one pass {best:7.3f} s, per head "
+              f"{best / k:6.3f} s = {best / k / single:5.3f}x the single fit, "
+              f"{best / k / floor:5.2f}x the numpy floor")
 
 
 def main() -> None:
@@ -212,17 +205,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="for torch and numpy alike")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument("--heads", default="1,8,32,128", help="K of the batched lines")
     args = parser.parse_args()
 
     global clock
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, numpy {np.__version__}, {args.threads} threads "
-          f"(torch and numpy), best of {args.repeats}, {args.clock} time\n{machine()}")
+          f"(torch and numpy), best of {args.repeats}, {args.clock} time\n{machine()}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with threadpool_limits(args.threads):
         for shape in args.shapes.split(","):
             n, d = (int(x) for x in shape.split("x"))
-            bench_shape(n, d, args.rounds, args.repeats)
+            bench_shape(n, d, args.rounds, args.repeats,
+                        [int(k) for k in args.heads.split(",") if k])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: trials per minute of a fa_sweep-like study on the default world, in one run.
 
-    python bench/sweep.py [--trials 100] [--cases 1,2,1p,2p] [--study studies/fa_sweep.yaml]
+    python bench/sweep.py [--trials 100] [--cases 1,2,1p,2p,1b32,1b32p] [--study FILE]
                           [--keep DIR]
 
 Each case runs the study file (its search space, 3 seeds, 100 rounds; only the name, the
@@ -8,7 +8,8 @@ trial count and, for `p` cases, `pruner: {type: median, every: 20}` changed) as
 `fairl study run --workers K` in a subprocess, in a fresh store (journal + SQLite), on the
 default world's cached embeddings. Case names: K workers, `p` = with pruning. The first case
 is the baseline every ratio is against (default: 1 worker, no pruning), measured in the same
-run, so a busy machine penalises all alike.
+run, so a busy machine penalises all alike. `bK` = batched trials (`--batch K`: K trials,
+all their seeds, in one fit pass; fairl.study.batch), e.g. `1b32`, `1b32p`.
 
 Printed per case: the whole command's wall time (imports, world load, workers' start-up,
 the launch's references and verdicts), the steady-state throughput (trials per minute from
@@ -45,7 +46,9 @@ def study_file(source: Path, folder: Path, name: str, trials: int, prune: bool) 
 
 
 def run_case(source: Path, root: Path, case: str, trials: int) -> dict:
-    workers, prune = int(case.rstrip("p")), case.endswith("p")
+    prune = case.endswith("p")
+    workers, _, batch = case.rstrip("p").partition("b")
+    workers, batch = int(workers), int(batch or 1)
     store = root / f"store-{case}"
     store.mkdir(parents=True)
     name = f"bench_sweep_{case}"
@@ -55,7 +58,7 @@ def run_case(source: Path, root: Path, case: str, trials: int) -> dict:
         env.pop(variable, None)
     start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-m", "fairl", "study", "run", str(path),
-                           "--workers", str(workers)], env=env, cwd=ROOT,
+                           "--workers", str(workers), "--batch", str(batch)], env=env, cwd=ROOT,
                           capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -74,7 +77,9 @@ def run_case(source: Path, root: Path, case: str, trials: int) -> dict:
     last = max(t.datetime_complete for t in ended)
     span = (last - first).total_seconds()
     states = [t.state.name for t in ended]
-    return {"case": case, "workers": workers, "prune": prune, "wall": wall, "cpu": cpu,
+    best = max((t.value for t in ended if t.state.name == "COMPLETE"), default=float("nan"))
+    return {"case": case, "workers": workers, "batch": batch, "best": best, "prune": prune,
+            "wall": wall, "cpu": cpu,
             "per_minute": len(ended) / span * 60, "span": span,
             "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
             "failed": states.count("FAIL")}
@@ -91,14 +96,19 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="fairl-bench-sweep-"))
     root.mkdir(parents=True, exist_ok=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), "unknown CPU") \
+        if Path("/proc/cpuinfo").exists() else "unknown CPU"
     print(f"{args.trials} trials per case of {Path(args.study).name} (3 seeds x 100 rounds on "
-          f"the default world), {os.cpu_count()} cores; stores under {root}")
+          f"the default world), {os.cpu_count()} cores ({cpu}), load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; stores under {root}")
     baseline = None
     for case in args.cases.split(","):
         result = run_case(Path(args.study), root, case.strip(), args.trials)
         baseline = baseline or result
         ratio = result["per_minute"] / baseline["per_minute"]
-        print(f"  {result['workers']} worker(s){' + pruning' if result['prune'] else '':10s}: "
+        print(f"  {result['workers']} worker(s), batch {result['batch']:3d}"
+              f"{' + pruning' if result['prune'] else '':10s}: best val_f1 {result['best']:.4f}  "
               f"wall {result['wall']:7.1f} s   steady {result['per_minute']:6.1f} trials/min "
               f"({result['span']:.1f} s from first start to last end)   "
               f"complete {result['complete']}, pruned {result['pruned']}, failed "

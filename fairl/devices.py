@@ -93,17 +93,16 @@ def batch_size(stage: str, device: str, configured: int | None) -> int:
 
 
 @contextlib.contextmanager
-def numpy_blas_single_threaded():
-    """numpy's (and scipy's) BLAS on one thread for the block; torch's threads are untouched.
+def numpy_blas_threads(threads: int):
+    """numpy's (and scipy's) BLAS on `threads` threads for the block (a study's worker: as
+    many as torch's, cores // workers, recorded as the trial's torch_threads tag).
 
-    fairl's numpy products are small (rewards h @ θ for the metrics, a few ms), but OpenBLAS
-    leaves its threads spinning for a while after each call, and on a 2-core machine they
-    took the cores from the torch fit that followed: one fa_sweep trial (3 fits on the
-    default world, their metrics and artifacts) took 0.52-0.60 s with OpenBLAS on 2 threads
-    and 0.34 s on 1, measured in one process. Workers of `--workers K` already get K-way
-    split thread counts by environment (fairl.study.runner._start_worker).
+    The fit's products are numpy's (fairl.irl.batch), and their rounding depends on the
+    thread count, as MKL's did. When torch still ran them, OpenBLAS's threads (left spinning
+    after each call) took the cores from torch on a 2-core machine, so numpy had one thread;
+    now both libraries get the same count, and numpy's does the work.
     """
     from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-    with threadpool_limits(1, user_api="blas"):
+    with threadpool_limits(threads, user_api="blas"):
         yield

@@ -94,6 +94,11 @@ def run_experiment(spec: WorldSpec, config: FitConfig, world: World | None = Non
     world = world or load_world(spec.name, spec.options)
     train = training_pairs(world, spec.compose, config.seed, data_resample)
     result = fit(train.h_T, train.h_NT, config, train.gt_T, train.gt_NT, monitor=monitor)
+    return score(world, train, result)
+
+
+def score(world: World, train: Pairs, result: FitResult) -> Outcome:
+    """A fitted reward's metrics on the training pairs and the world's other splits."""
     validation = None if world.validation is None else evaluate_reward(result.reward,
                                                                         world.validation)
     return Outcome(world, train, result, evaluate_reward(result.reward, train),

@@ -24,7 +24,7 @@ def cmd_study_run(args) -> int:
         try:
             report = run_study(args.study_file, trials=args.trials, workers=args.workers,
                                storage=args.storage, tracking_uri=args.tracking_uri,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, batch=args.batch)
         except KeyboardInterrupt:
             print("interrupted: the running trial is re-queued; rerun the same command to "
                   "continue", file=sys.stderr)
@@ -124,6 +124,8 @@ def add_commands(commands) -> None:
     run.add_argument("study_file", metavar="STUDY.yaml")
     run.add_argument("--trials", type=int, help="trial count (default: the file's `trials`)")
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--batch", type=int, help="trials asked at once and fitted in one pass, "
+                                               "all their seeds (default: the study's `batch`)")
     run.add_argument("--storage", help=storage_help)
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
                                             "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")

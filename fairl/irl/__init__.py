@@ -20,6 +20,7 @@ _WHERE = {
     "FitResult": "fit",
     "fa_irl_loss": "fit",
     "fit": "fit",
+    "fit_many": "batch",
     "max_entropy_loss": "losses",
     "max_margin_loss": "losses",
     "gamma_schedule": "schedules",
@@ -33,6 +34,7 @@ __all__ = [
     "FitResult",
     "fa_irl_loss",
     "fit",
+    "fit_many",
     "gamma_schedule",
     "ground_truth_failures",
     "lambda_schedule",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below loads them
+    from fairl.irl.batch import fit_many
     from fairl.irl.config import FitConfig
     from fairl.irl.failures import ground_truth_failures, margin_failures, sample_failures
     from fairl.irl.fit import FitDiverged, FitResult, fa_irl_loss, fit

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from fairl.irl.config import FitConfig
+
 
 def margin_failures(margins: torch.Tensor, gamma: float) -> torch.Tensor:
     """Self-supervised failures: F_t = {i : Δ_i < γ_t}. Returns a bool mask."""
@@ -72,3 +74,18 @@ def sample_failures(failure_mask: torch.Tensor, margins: torch.Tensor, k: int, h
     if how == "hardest":
         return failures[margins[failures].topk(k, largest=False).indices]
     raise ValueError(f"unknown failure sampling {how!r}")
+
+
+def ensemble_failure_mask(diffs: torch.Tensor, config: FitConfig) -> torch.Tensor:
+    """F of failure_mode ensemble: sign disagreement of config.ensemble_size bootstrap base
+    heads (the configured objective, rounds and lr; their own generator, seeded by the fit)."""
+    if config.objective == "max_margin":
+        def pair_loss(m):
+            return torch.relu(config.M - m)
+    else:
+        def pair_loss(m):
+            return torch.nn.functional.softplus(-m / config.tau)
+    generator = torch.Generator().manual_seed(config.seed)
+    margins = bootstrap_ensemble_margins(diffs, pair_loss, config.ensemble_size, config.rounds,
+                                         config.lr, generator)
+    return ensemble_failures(margins)

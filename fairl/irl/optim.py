@@ -1,48 +1,71 @@
-"""The fit's optimisers written out: torch.optim's single-tensor Adam, AdamW and SGD, bit for bit.
+"""The fit's optimisers for many heads at once: torch.optim's Adam, AdamW and SGD, written out.
 
-Why not torch.optim itself: its `step()` cost ~90 µs per round on the fit's (heads, d) weight
-tensor (hooks, per-group defaults, state lookups, a tensor step counter read back to the
-host), about 15 % of a round at the default world's 9 243 x 384. These are the same tensor
-ops in the same order as torch's `_single_tensor_adam` / `_single_tensor_sgd` (what
-torch.optim runs on CPU tensors), ~25 µs. tests/irl/test_optim.py checks torch.equal against
-torch.optim over many steps.
+Why not torch.optim itself: its `step()` cost ~90 µs per round on the fit's small weight
+tensor (hooks, per-group defaults, state lookups), about 15 % of a round at the default
+world's 9 243 x 384, and it takes one learning rate per tensor. `Optimiser` updates a
+(heads, ...) array of numpy or torch (fairl.irl.batch's `ops`) in place, each head (row)
+with its own optimiser and learning rate, by torch's single-tensor formulas (defaults:
+betas, eps, AdamW's weight decay); tests/irl/test_optim.py checks it against torch.optim.
 """
 
 from __future__ import annotations
 
-import torch
-
 BETAS = (0.9, 0.999)  # torch.optim.Adam / AdamW defaults
 EPS = 1e-8
 ADAMW_WEIGHT_DECAY = 1e-2  # torch.optim.AdamW default
+NAMES = ("adam", "adamw", "sgd")
 
 
 class Optimiser:
-    """`step()` updates `param` from `param.grad` in place, as torch.optim.<name> would."""
+    """`step(param, grad)` updates `param` (heads, ...) in place; row h by `names[h]`, `lrs[h]`."""
 
-    def __init__(self, name: str, param: torch.Tensor, lr: float):
-        if name not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"unknown optimizer {name!r}")
-        self.name, self.param, self.lr = name, param, float(lr)
-        self.steps = 0
-        if name != "sgd":
-            self.exp_avg = torch.zeros_like(param)
-            self.exp_avg_sq = torch.zeros_like(param)
+    def __init__(self, names: list[str], lrs: list[float], like, ops):
+        unknown = sorted(set(names) - set(NAMES))
+        if unknown:
+            raise ValueError(f"unknown optimizer {unknown[0]!r}")
+        self.ops, self.names, self.steps = ops, list(names), 0
+        shape = (len(names),) + (1,) * (like.ndim - 1)  # broadcasts over a head's entries
+        self.lr = ops.tensor(lrs, like).reshape(shape)
+        self.sgd = self._rows("sgd", shape, like)
+        self.adamw = self._rows("adamw", shape, like)
+        self.exp_avg = ops.zeros_like(like)
+        self.exp_avg_sq = ops.zeros_like(like)
 
-    @torch.no_grad()
-    def step(self) -> None:
-        param, grad, lr = self.param, self.param.grad, self.lr
-        if self.name == "sgd":
-            param.add_(grad, alpha=-lr)
+    def _rows(self, name: str, shape, like):
+        """True (all rows), False (none) or a bool row mask of the heads using `name`."""
+        flags = [n == name for n in self.names]
+        return all(flags) or (any(flags) and self.ops.tensor(flags, like, bool).reshape(shape))
+
+    def keep(self, rows) -> None:
+        """Drop the heads not in `rows` (an index array of the rows that stay)."""
+        self.names = [self.names[int(i)] for i in rows]
+        for name in ("lr", "exp_avg", "exp_avg_sq"):
+            setattr(self, name, getattr(self, name)[rows])
+        for name in ("sgd", "adamw"):
+            flags = getattr(self, name)
+            if not isinstance(flags, bool):
+                flags = flags[rows]
+                flags = bool(flags.all()) or (bool(flags.any()) and flags)
+            setattr(self, name, flags)
+
+    def step(self, param, grad) -> None:
+        ops, lr = self.ops, self.lr
+        if self.sgd is True:
+            param -= lr * grad
             return
         self.steps += 1
-        if self.name == "adamw":
-            param.mul_(1 - lr * ADAMW_WEIGHT_DECAY)
+        if self.adamw is True:  # decoupled weight decay, before the moments (torch)
+            param *= 1 - lr * ADAMW_WEIGHT_DECAY
+        elif self.adamw is not False:
+            param *= ops.where(self.adamw, 1 - lr * ADAMW_WEIGHT_DECAY, 1.0)
         beta1, beta2 = BETAS
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step = float(self.steps)  # torch reads its float step tensor back: the same float
-        step_size = lr / (1 - beta1 ** step)
-        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(EPS)
-        param.addcdiv_(self.exp_avg, denom, value=-step_size)
+        self.exp_avg += (grad - self.exp_avg) * (1 - beta1)  # lerp(exp_avg, grad, 1 - β1)
+        self.exp_avg_sq *= beta2
+        self.exp_avg_sq += grad * grad * (1 - beta2)
+        step_size = lr / (1 - beta1 ** self.steps)
+        bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
+        denom = ops.sqrt(self.exp_avg_sq) / bias_correction2_sqrt + EPS
+        update = self.exp_avg / denom * step_size
+        if self.sgd is not False:  # rows on SGD: their own update, their moments unused
+            update = ops.where(self.sgd, lr * grad, update)
+        param -= update

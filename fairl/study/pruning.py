@@ -64,6 +64,23 @@ class TrialMonitor:
             raise Pruned(step, f"{self.split}_{self.name}", value)
 
 
+class SideBySideMonitor(TrialMonitor):
+    """The monitor of a trial whose seeds fit side by side (a batched study: fairl.study.batch),
+    shared by its seeds' heads: every `every` rounds the mean objective of its seeds at global
+    round t + 1; fit_many ends every head of the trial when it raises."""
+
+    def __init__(self, trial, metric: str, every: int, rounds: int, seeds: int, pairs):
+        super().__init__(trial, metric, every, rounds, seeds, pairs)
+        self.values: dict[int, list[float]] = {}  # round -> the seeds' values so far
+
+    def __call__(self, t: int, result) -> None:
+        values = self.values.setdefault(t, [])
+        values.append(evaluate_reward(result.reward, self.pairs)[self.name])
+        if len(values) == self.seeds:
+            del self.values[t]
+            self.report(t + 1, statistics.fmean(values))
+
+
 class Pruned(optuna.TrialPruned):
     """optuna.TrialPruned with the global round and the last value it reported."""
 

@@ -30,7 +30,7 @@ import yaml
 from tqdm import tqdm
 
 from fairl.config import ConfigError
-from fairl.devices import numpy_blas_single_threaded
+from fairl.devices import numpy_blas_threads
 from fairl.irl.config import FitConfig
 from fairl.paths import redact
 from fairl.process import interrupts, stop_pending
@@ -39,6 +39,7 @@ from fairl.runs.provenance import environment_tags, worker_alive, worker_identit
 from fairl.runs.read import MissingStudy, load_study_runs
 from fairl.runs.reap import reap_runs
 from fairl.runs.store import experiment_id, resolve_tracking_uri
+from fairl.study.batch import work_batched
 from fairl.study.links import check_stores, run_killer
 from fairl.study.pruning import make_pruner
 from fairl.study.references import reference_metrics
@@ -53,7 +54,7 @@ from fairl.study.storage import (
     resolve_storage,
     tally,
 )
-from fairl.study.trial import DISK_ERRNOS, StoreFault, WorkerContext, objective
+from fairl.study.trial import DISK_ERRNOS, StoreFault, WorkerContext, _torch_threads, objective
 from fairl.study.verdicts import row_metrics, study_rows, verdicts_json
 
 
@@ -74,10 +75,10 @@ class LaunchReport:
 
 def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
               storage: str | None = None, tracking_uri: str | None = None,
-              progress: bool = True) -> LaunchReport:
+              progress: bool = True, batch: int | None = None) -> LaunchReport:
     """`fairl study run`: validate, check the stores, reap leftovers, run trials, report."""
     study = load_study(path)  # every config error surfaces here, before any store is touched
-    target = _check_launch(study, trials, workers)
+    target = _check_launch(study, trials, workers, batch)
     storage = resolve_storage(storage)
     uri = resolve_tracking_uri(tracking_uri)
     check_stores(study.name, storage, uri)  # before the study exists: nothing half-made
@@ -98,7 +99,7 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
                                           "sampler": study.spec.sampler.type})
     runs.log_text(uri, launch_run, yaml.safe_dump(study.raw, sort_keys=False), "study.yaml")
     context = WorkerContext(str(path), study.raw, storage, uri, experiment, launch_run, target,
-                            workers=workers, env_tags=env_tags)
+                            workers=workers, batch=batch or study.spec.batch, env_tags=env_tags)
     messages = _reap(study_obj, context)
     status, counts = runs.FAILED, Tally()
     try:
@@ -143,10 +144,12 @@ def conclude(study: Study, uri: str, launch_run: str) -> list[str]:
     return messages
 
 
-def _check_launch(study: Study, trials: int | None, workers: int) -> int:
+def _check_launch(study: Study, trials: int | None, workers: int, batch: int | None) -> int:
     """The launch's trial count; --trials and --workers checked against the study."""
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1 (got {workers})")
+    if batch is not None and not 1 <= batch <= 1024:
+        raise ConfigError(f"--batch: must be in 1..1024 (got {batch})")
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials: must be >= 1 (got {trials})")
     target = trials or study.trials
@@ -259,15 +262,16 @@ def _best_values(study_obj, metrics: list[str]) -> dict[str, float]:
 
 # --- a worker ------------------------------------------------------------------------------------
 
-def make_sampler(study: Study, offset: int):
-    """The configured sampler; tpe/random seeds move with `offset` so a resumed run differs."""
+def make_sampler(study: Study, offset: int, batched: bool = False):
+    """The configured sampler; tpe/random seeds move with `offset` so a resumed run differs;
+    `batched`: TPE's constant liar, so the trials of one batch differ."""
     sampler = study.spec.sampler
     if sampler.type == "grid":
         space = {name: param.choices for name, param in study.space.items()}
         return optuna.samplers.GridSampler(space, seed=sampler.seed)
     if sampler.type == "random":
         return optuna.samplers.RandomSampler(seed=sampler.seed + offset)
-    return optuna.samplers.TPESampler(seed=sampler.seed + offset)
+    return optuna.samplers.TPESampler(seed=sampler.seed + offset, constant_liar=batched)
 
 
 def work(context: WorkerContext, on_trial=None) -> Tally:
@@ -277,17 +281,23 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
     existing = optuna.load_study(study_name=study_def.name, storage=storage)
     offset = len(existing.get_trials(deepcopy=False)) + 1000 * context.worker_index
     rounds = study_def.spec.fit.get("rounds", FitConfig().rounds)  # Hyperband's max resource
+    batched = context.batch > 1  # seeds side by side: a trial reports rounds, not seed-rounds
     study = optuna.load_study(
-        study_name=study_def.name, storage=storage, sampler=make_sampler(study_def, offset),
-        pruner=make_pruner(study_def.spec.pruner, rounds * len(study_def.spec.seeds)))
+        study_name=study_def.name, storage=storage,
+        sampler=make_sampler(study_def, offset, batched),
+        pruner=make_pruner(study_def.spec.pruner,
+                           rounds * (1 if batched else len(study_def.spec.seeds))))
     lock = StudyLock(context.storage, study_def.name)
     on_killed = _run_killer(context, study_def.name)
+    if batched:
+        with numpy_blas_threads(_torch_threads()):
+            return work_batched(context, study_def, study, lock, on_killed, on_trial)
     parent = os.getppid()
     # Everything imported so far (torch, mlflow, sqlalchemy: ~0.5 M objects) leaves the
     # collector's view; full collections otherwise stall MLflow's many small ORM objects.
     gc.freeze()
     try:
-        with numpy_blas_single_threaded():  # fairl.devices: why
+        with numpy_blas_threads(_torch_threads()):  # fairl.devices: why
             while context.workers == 1 or os.getppid() == parent:
                 # A stop signal waits out the bookkeeping (a reap half done, an ask or a tell
                 # cut midway: Optuna then fails on its own state); the trial takes it (objective).

@@ -187,6 +187,8 @@ class StudySpec:
                             "default_rng(s), so seeds replicate the data too")
     pruner: PrunerSpec = Field(default_factory=PrunerSpec,
                                description="early stopping of poor trials (default: none)")
+    batch: int = Field(1, ge=1, le=1024, description="trials asked at once and fitted in one "
+                       "pass, all their seeds (fairl.study.batch); 1: one trial at a time")
 
     @field_validator("search", mode="before")
     @classmethod

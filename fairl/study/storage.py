@@ -38,7 +38,11 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.storages._heartbeat import (
+    BaseHeartbeat,
+    get_heartbeat_thread,
+    is_heartbeat_enabled,
+)
 from optuna.storages.journal import JournalStorage
 from optuna.trial import TrialState
 
@@ -216,13 +220,14 @@ def requeue(study, trial) -> bool:
     return True
 
 
-def reap_trials(study, on_killed=None) -> list[str]:
+def reap_trials(study, on_killed=None, busy: frozenset[int] = frozenset()) -> list[str]:
     """Fail and re-queue trials whose worker died (or that were interrupted); call under lock.
 
     `on_killed(trial, reason)` gives each trial failed here its MLflow run, KILLED with the
     reason (made if the worker died before it started one), and returns the run id. The
     caller runs no trial while it reaps, so a trial left RUNNING by its own process (a write
-    that failed mid-trial) is reaped too; one process runs one launch at a time."""
+    that failed mid-trial) is reaped too, except the trial numbers in `busy` (a batched
+    worker's trials still being logged); one process runs one launch at a time."""
     messages, me = [], worker_identity()
     stale = _stale_trial_ids(study)
     trials = study.get_trials(deepcopy=False)
@@ -232,6 +237,8 @@ def reap_trials(study, on_killed=None) -> list[str]:
             worker = trial.user_attrs.get("worker")
             if trial._trial_id in stale:
                 reason = f"worker {worker}: its RDB heartbeat went stale"
+            elif worker == me and trial.number in busy:
+                continue
             elif worker == me:
                 reason = f"worker {worker} (this process) stopped it midway"
             elif worker_alive(worker) is not False:
@@ -342,3 +349,9 @@ def open_study(study, storage: str, target: int):
     return study_obj
 
 
+def start_heartbeat(study, trial):
+    """RDB storages: the trial's heartbeat, until `.join()` (study.optimize keeps one for the
+    trial it runs; a batched worker asks and tells its trials itself)."""
+    thread = get_heartbeat_thread(trial._trial_id, study._storage)
+    thread.start()
+    return thread

@@ -58,6 +58,7 @@ class WorkerContext:
     target: int
     worker_index: int = 0
     workers: int = 1
+    batch: int = 1  # trials fitted in one pass (fairl.study.batch); 1: one trial at a time
     env_tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -74,33 +75,9 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         # here, and the except clause below re-queues the trial, its run (if made) KILLED.
         # Outside it (reap, count, Optuna's ask and tell) the signal waits: fairl.process.
         with interrupts(True):
-            tags = {"kind": "trial", "study": study.name, "ablation": spec.ablation,
-                    "trial_number": str(trial.number), "optuna_trial_id": str(trial._trial_id),
-                    "optuna_study": study.name, "optuna_storage": redact(context.storage),
-                    "worker": worker_identity(), "seed": ",".join(map(str, spec.seeds)),
-                    "world": spec.world["name"], "torch_threads": str(_torch_threads()),
-                    **context.env_tags, **spec.tags}
-            values = suggest(trial, study.space)
-            run_id = runs.start_run(uri, context.experiment,
-                                    trial_run_name(values, trial.number), tags,
-                                    parent_run_id=context.launch_run)
-            trial.set_user_attr("mlflow_run_id", run_id)
-            config = resolve(spec, values)
-            trial.set_user_attr("config_id", config.config_id)
-            metrics, curves, artifacts, world, results = evaluate(
-                config, spec.top_failures, spec.curve_points, _monitor(trial, study, config))
-            values = [_objective_value(metrics, metric, spec.world["name"])
-                      for metric in spec.metrics]
-            bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
-            if bad:
-                raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
-            log_trial(uri, run_id, config, metrics, curves, artifacts,
-                      {"dataset_hash": world.dataset_hash},
-                      reward=(results, best_seed(metrics, config.seeds, spec), world),
-                      experiment=context.experiment)
-            runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
-                                  world_splits(world), spec.world)
-            runs.end_run(uri, run_id, runs.FINISHED)
+            run_id, config = start_trial(trial, study, context)
+            values = finish_trial(study, context, run_id, config, *evaluate(
+                config, spec.top_failures, spec.curve_points, _monitor(trial, study, config)))
     except Pruned as pruned:
         _prune_run(uri, run_id, config, pruned)
         raise
@@ -118,6 +95,48 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         _interrupted(trial, uri, run_id)
         raise
     return values[0] if len(values) == 1 else values
+
+
+def start_trial(trial, study: Study, context: WorkerContext, fit_batch: int = 1
+                ) -> tuple[str, TrialConfig]:
+    """A trial's values from the sampler, its config, and its MLflow run: (run id, config).
+
+    `fit_batch`: trials fitted in one pass with this one (tag `fit_batch`, with
+    `torch_threads`: a trial's numbers depend on both, to float rounding)."""
+    spec = study.spec
+    tags = {"kind": "trial", "study": study.name, "ablation": spec.ablation,
+            "trial_number": str(trial.number), "optuna_trial_id": str(trial._trial_id),
+            "optuna_study": study.name, "optuna_storage": redact(context.storage),
+            "worker": worker_identity(), "seed": ",".join(map(str, spec.seeds)),
+            "world": spec.world["name"], "torch_threads": str(_torch_threads()),
+            **({"fit_batch": str(fit_batch)} if fit_batch > 1 else {}),
+            **context.env_tags, **spec.tags}
+    values = suggest(trial, study.space)
+    run_id = runs.start_run(context.tracking_uri, context.experiment,
+                            trial_run_name(values, trial.number), tags,
+                            parent_run_id=context.launch_run)
+    trial.set_user_attr("mlflow_run_id", run_id)
+    config = resolve(spec, values)
+    trial.set_user_attr("config_id", config.config_id)
+    return run_id, config
+
+
+def finish_trial(study: Study, context: WorkerContext, run_id: str, config: TrialConfig,
+                 metrics, curves, artifacts, world, results) -> list[float]:
+    """The objective values (checked finite), the whole run logged and FINISHED."""
+    spec, uri = study.spec, context.tracking_uri
+    values = [_objective_value(metrics, metric, spec.world["name"]) for metric in spec.metrics]
+    bad = [m for m, v in zip(spec.metrics, values) if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"objective metric(s) {bad} are not finite: {values}")
+    log_trial(uri, run_id, config, metrics, curves, artifacts,
+              {"dataset_hash": world.dataset_hash},
+              reward=(results, best_seed(metrics, config.seeds, spec), world),
+              experiment=context.experiment)
+    runs.log_world_inputs(uri, run_id, spec.world["name"], world.dataset_hash,
+                          world_splits(world), spec.world)
+    runs.end_run(uri, run_id, runs.FINISHED)
+    return values
 
 
 def raised_by_a_stop(error: BaseException) -> bool:
@@ -208,18 +227,30 @@ def evaluate(config: TrialConfig, top_failures: int = 20, curve_points: int | No
 
     `monitor`: the trial's pruning (it may raise optuna.TrialPruned between rounds)."""
     world = load_world(config.world.name, config.world.options)
-    per_seed: dict[int, dict[str, float]] = {}
-    histories, failures, results = {}, {}, {}
+    outcomes, per_seed = {}, {}
     for seed in config.seeds:
         start = time.perf_counter()
-        outcome = run_experiment(config.world, config.for_seed(seed), world,
-                                 config.data_resample, monitor)
-        per_seed[seed] = {**{f"train_{k}": v for k, v in outcome.train_metrics.items()},
-                          **{f"val_{k}": v for k, v in (outcome.val_metrics or {}).items()},
-                          **{f"test_{k}": v for k, v in outcome.test_metrics.items()},
-                          "fit_seconds": time.perf_counter() - start}
+        outcomes[seed] = run_experiment(config.world, config.for_seed(seed), world,
+                                        config.data_resample, monitor)
+        per_seed[seed] = seed_metrics(outcomes[seed], time.perf_counter() - start)
         if monitor is not None:
             monitor.finish_seed(per_seed[seed][f"{monitor.split}_{monitor.name}"])
+    return summarise(config, world, outcomes, per_seed, top_failures, curve_points)
+
+
+def seed_metrics(outcome, seconds: float) -> dict[str, float]:
+    """One seed's train_, val_ and test_ metrics and its fit_seconds."""
+    return {**{f"train_{k}": v for k, v in outcome.train_metrics.items()},
+            **{f"val_{k}": v for k, v in (outcome.val_metrics or {}).items()},
+            **{f"test_{k}": v for k, v in outcome.test_metrics.items()},
+            "fit_seconds": seconds}
+
+
+def summarise(config: TrialConfig, world, outcomes: dict, per_seed: dict[int, dict[str, float]],
+              top_failures: int = 20, curve_points: int | None = None):
+    """The trial's (metrics, curves, artifacts, world, results) from its seeds' outcomes."""
+    histories, failures, results = {}, {}, {}
+    for seed, outcome in outcomes.items():
         histories[seed] = outcome.result.history
         results[seed] = outcome.result
         train = outcome.train

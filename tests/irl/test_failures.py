@@ -2,8 +2,7 @@ import numpy as np
 import torch
 
 from fairl.irl import FitConfig, fit, ground_truth_failures, margin_failures, sample_failures
-from fairl.irl.failures import ensemble_failures, failure_budget
-from fairl.irl.fit import ensemble_failure_mask
+from fairl.irl.failures import ensemble_failure_mask, ensemble_failures, failure_budget
 
 
 def test_margin_failures_are_pairs_below_gamma():

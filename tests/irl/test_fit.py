@@ -7,7 +7,7 @@ import torch
 
 from fairl.data.planted import PlantedConfig, make_planted
 from fairl.irl import FitConfig, FitDiverged, FitResult, fa_irl_loss, fit
-from fairl.irl.fit import difference_matrix, fa_irl_step, init_heads
+from fairl.irl.fit import difference_matrix, init_heads
 from fairl.metrics import evaluate_reward
 
 STANDARD = {"failure_mode": "none", "dual_path": False}
@@ -185,25 +185,33 @@ def test_bad_inputs_are_rejected():
     {"failure_budget": "of_batch", "failure_sampling": "hardest"},
 ], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
 def test_hand_gradient_is_the_autograd_gradient_of_fa_irl_loss(config):
+    """One round of SGD with lr 1 moves the heads by exactly -∂L_0/∂θ: fit's hand-applied
+    gradient, against autograd's of fa_irl_loss with the same draws."""
     rng = np.random.default_rng(0)
-    diffs = torch.from_numpy(rng.standard_normal((200, 8)).astype(np.float32))
-    gt = torch.from_numpy(rng.standard_normal(200).astype(np.float32))
-    config = FitConfig(**config)
-    weights = init_heads(8, 2 if config.dual_path else 1, torch.Generator().manual_seed(1))[0]
-    kw = {"gamma": 0.5, "lam": 3.0, "p": 0.5, "gt_margins": gt}
-    leaf = weights.clone().requires_grad_()
-    terms = fa_irl_loss(diffs, leaf, config, generator=torch.Generator().manual_seed(2), **kw)
+    h_T, h_NT = rng.standard_normal((2, 200, 8)).astype(np.float32)
+    gt_T, gt_NT = rng.standard_normal((2, 200)).astype(np.float32)
+    config = FitConfig(**config, optimizer="sgd", lr=1.0, rounds=1, p0=0.5, lambda0=3.0,
+                       gamma_start=0.5, gamma_end=0.5, seed=2)
+    generator = torch.Generator().manual_seed(2)
+    weights = init_heads(8, 2 if config.dual_path else 1, generator)[0].requires_grad_()
+    diffs = torch.from_numpy(h_T - h_NT)
+    terms = fa_irl_loss(diffs, weights, config, gamma=0.5, lam=3.0, p=0.5,
+                        gt_margins=torch.from_numpy(gt_T - gt_NT), generator=generator)
     terms.total.backward()
-    weights.grad = torch.zeros_like(weights)
-    step = fa_irl_step(diffs, weights, config, generator=torch.Generator().manual_seed(2), **kw)
-    assert step.n_sampled == len(terms.sampled)
-    assert (step.n_sampled == 0) == (config.failure_mode == "none")
-    assert torch.equal(step.failure_mask, terms.failure_mask)
-    base, fail, l2 = step.losses
-    torch.testing.assert_close(base + kw["lam"] * fail + l2, terms.total.detach())
-    expected = torch.stack([terms.base, terms.fail, terms.l2]).detach()
-    torch.testing.assert_close(step.losses, expected, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(weights.grad, leaf.grad, rtol=1e-5, atol=1e-7)
+    result = fit(h_T, h_NT, config, gt_T, gt_NT)
+    record = result.history[0]
+    assert record["n_sampled"] == len(terms.sampled)
+    assert (record["n_sampled"] == 0) == (config.failure_mode == "none")
+    assert record["n_failures"] == int(terms.failure_mask.sum())
+    assert np.array_equal(result.failure_counts, terms.failure_mask.numpy())
+    for key, value in (("loss", terms.total), ("loss_base", terms.base),
+                       ("loss_fail", terms.fail), ("loss_l2", terms.l2)):
+        assert record[key] == pytest.approx(value.item(), rel=1e-6, abs=1e-7), key
+    moved = weights.detach().numpy()[0] - result.theta_D
+    np.testing.assert_allclose(moved, weights.grad[0].numpy(), rtol=1e-5, atol=1e-6)
+    if config.dual_path:
+        moved = weights.detach().numpy()[1] - result.theta_F
+        np.testing.assert_allclose(moved, weights.grad[1].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def _close_to(actual, desired, what):

@@ -1,17 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from fairl.irl import max_entropy_loss, max_margin_loss
-from fairl.irl.losses import (
-    l2_penalty,
-    l2_penalty_grad,
-    max_entropy_grad,
-    max_entropy_loss_grad,
-    max_margin_grad,
-    max_margin_loss_grad,
-)
+from fairl.irl.batch import NumpyOps, TorchOps
+from fairl.irl.losses import hinge_terms, l2_penalty, logistic_terms
 
 
 def test_max_margin_loss_hand_computed():
@@ -46,31 +41,28 @@ def test_l2_penalty():
     assert l2_penalty(torch.tensor([3.0, 4.0]), alpha=0.1).item() == pytest.approx(2.5)
 
 
+@pytest.mark.parametrize("ops", [NumpyOps, TorchOps], ids=["numpy", "torch"])
 @pytest.mark.parametrize("weight", [1.0, 7.4, 0.3])
-@pytest.mark.parametrize("loss,grad,constant", [
-    (max_margin_loss, max_margin_grad, 1.0), (max_margin_loss, max_margin_grad, 2.0),
-    (max_entropy_loss, max_entropy_grad, 1.0), (max_entropy_loss, max_entropy_grad, 0.5),
+@pytest.mark.parametrize("loss,terms,constant", [
+    (max_margin_loss, hinge_terms, 1.0), (max_margin_loss, hinge_terms, 2.0),
+    (max_entropy_loss, logistic_terms, 1.0), (max_entropy_loss, logistic_terms, 0.5),
 ])
-def test_hand_gradients_are_autograds_bits(loss, grad, constant, weight):
+def test_hand_terms_are_the_loss_and_autograds_gradient(loss, terms, constant, weight, ops):
     margins = torch.randn(1001, generator=torch.Generator().manual_seed(0)) * 3
     margins[:3] = torch.tensor([constant, -40.0, 40.0])  # hinge corner, softplus threshold
     leaf = margins.clone().requires_grad_()
-    (weight * loss(leaf, constant)).backward()
-    assert torch.equal(grad(margins, constant, weight), leaf.grad)
-    theta = margins[:10].clone().requires_grad_()
-    l2_penalty(theta, 0.01).backward()
-    assert torch.equal(l2_penalty_grad(margins[:10], 0.01), theta.grad)
+    value = loss(leaf, constant)
+    (weight * value).backward()
+    rows = margins[None].numpy() if ops is NumpyOps else margins[None]  # one head
+    mean, grad = terms(rows, ops.tensor([[constant]], rows), weight / len(margins), ops)
+    assert grad.dtype == rows.dtype and mean.dtype == rows.dtype  # float32 stays
+    assert float(mean[0]) == pytest.approx(value.item(), rel=1e-6)
+    np.testing.assert_allclose(np.asarray(grad[0]), leaf.grad.numpy(), rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("weight", [1.0, 7.4])
-@pytest.mark.parametrize("loss,grad,both,constant", [
-    (max_margin_loss, max_margin_grad, max_margin_loss_grad, 1.5),
-    (max_entropy_loss, max_entropy_grad, max_entropy_loss_grad, 0.5),
-])
-def test_loss_grad_pairs_are_the_separate_functions_bits(loss, grad, both, constant, weight):
-    margins = torch.randn(1001, generator=torch.Generator().manual_seed(3)) * 3
-    value, gradient = both(margins, constant, weight)
-    assert torch.equal(value, loss(margins, constant))
-    assert torch.equal(gradient, grad(margins, constant, weight))
-    empty_value, empty_grad = both(torch.zeros(0), constant, weight)
-    assert empty_value.item() == 0.0 and empty_grad.numel() == 0
+def test_hand_terms_take_one_constant_per_head():
+    margins = np.array([[0.5, 2.0], [0.5, 2.0]], np.float32)
+    M = np.array([[1.0], [3.0]], np.float32)
+    mean, grad = hinge_terms(margins, M, 0.5, NumpyOps)
+    assert mean.tolist() == [0.25, 1.75]  # (0.5 + 0) / 2, (2.5 + 1) / 2
+    assert grad.tolist() == [[-0.5, 0.0], [-0.5, -0.5]]
