@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parent))
 from study_support import fresh_store
 
 from analysis import ITEMS

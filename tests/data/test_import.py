@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import trial_runs, use_store, write_study
 
 from fairl.cli import main

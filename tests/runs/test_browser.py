@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import free_port, serve, trial_runs, use_store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import free_port, postgres_or_skip, serve
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import runs_of, trial_runs, use_store, write_study
 
 from fairl.paths import StoreError

@@ -5,14 +5,11 @@ the report's re-RLHF table and figure)."""
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import fresh_store
 
 from fairl.config import ConfigError

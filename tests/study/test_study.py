@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import (
     postgres_or_skip,
     runs_of,
