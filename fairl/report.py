@@ -155,9 +155,9 @@ def write_report(out: Path, uri: str, results: dict[str, Section | MissingStudy 
              "nothing was refitted. Regenerate with `fairl report` (or `make report`)."), "",
              f"Tracking store: `{redact(uri)}`", ""]
     if world is not None and not world.is_default:
-        lines += [f"World: `{world.id}`: every study's world block replaced by `--world "
+        lines += [(f"World: `{world.id}`: every study's world block replaced by `--world "
                   f"{world.spec}`, experiments `<study>@{world.id}`; regenerate with `fairl "
-                  f"report --world {world.spec}`.", ""]
+                  f"report --world {world.spec}`."), ""]
     missing = {name: result for name, result in results.items()
                if isinstance(result, MissingStudy)}
     failed = {name: result for name, result in results.items() if isinstance(result, str)}
