@@ -49,8 +49,14 @@ def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None =
     flag = "" if world is None else f" --world {world.spec}"
     for name in studies:
         path = project_root() / "studies" / f"{name}.yaml"
-        print(f"\n== study {name}: fairl study run studies/{name}.yaml{flag}", flush=True)
+        command = "rerlhf" if name.startswith("rerlhf/") else "study"
+        print(f"\n== study {name}: fairl {command} run studies/{name}.yaml{flag}", flush=True)
         try:
+            if command == "rerlhf":  # a grid of RLHF runs (fairl.study.rerlhf), not Optuna
+                from fairl.study.rerlhf import run_study as run_rerlhf  # heavy: LMs
+
+                run_rerlhf(path, tracking_uri, world=world)
+                continue
             count = None if trials is None else min(trials, load_study(
                 path, study_on_world(path, world)[0]).trials)
             report = run_study(path, trials=count, storage=storage, tracking_uri=tracking_uri,
@@ -85,7 +91,8 @@ def add_commands(commands) -> None:
                     "outputs), run the paper's studies on it (standard IRL vs FA-IRL, ablations, "
                     "T→NT fraction, FA-IRL sweep; each resumes), and rebuild reports/REPORT.md.")
     demo.add_argument("--studies", nargs="+", default=list(DEMO_STUDIES), metavar="NAME",
-                      help=f"studies/<NAME>.yaml to run (default: {' '.join(DEMO_STUDIES)})")
+                      help=f"studies/<NAME>.yaml to run (default: {' '.join(DEMO_STUDIES)}; "
+                           "rerlhf/rerlhf: the re-RLHF grid)")
     demo.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
     demo.add_argument("--storage", help="Optuna storage (default: mlruns/optuna.journal)")
     demo.add_argument("--world", metavar="SPEC", help=WORLD_HELP)

@@ -120,9 +120,9 @@ def world_hash(block: dict[str, Any]) -> str:
 
 # --- the SPEC, checked at the edge ------------------------------------------------------------
 
-def parse_world(spec: str, where: str = "--world") -> SuiteWorld:
+def parse_world(spec: str) -> SuiteWorld:
     """A SPEC (`name:key=value,...` or a YAML file) as a checked SuiteWorld; ConfigError if bad."""
-    where = f"{where} {spec}"
+    where = f"--world {spec}"
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
         values = load_yaml(spec)
         block = values.get("world", values) if isinstance(values, dict) else values
@@ -138,10 +138,11 @@ def parse_world(spec: str, where: str = "--world") -> SuiteWorld:
                 raise ConfigError(f"{where}: {item!r}: expected KEY=VALUE (e.g. sir:beta=0.5)")
             options[key.strip()] = parse_yaml(value, f"{where}: {key.strip()}")
         block, default_id = {"name": name.strip(), "options": options}, None
-    return suite_world(block, where, default_id)
+    return _checked_world(block, spec, where, default_id)
 
 
-def suite_world(block: dict[str, Any], where: str, default_id: str | None = None) -> SuiteWorld:
+def _checked_world(block: dict[str, Any], spec: str, where: str,
+                   default_id: str | None) -> SuiteWorld:
     """A world block checked as a study would check it, with its id; ConfigError naming the field."""
     unknown = sorted(set(block) - {"name", "options", "id"})
     if unknown:
@@ -163,7 +164,7 @@ def suite_world(block: dict[str, Any], where: str, default_id: str | None = None
     computed = world_id(clean)
     if given_id == DEFAULT_WORLD_ID and computed != DEFAULT_WORLD_ID:
         raise ConfigError(f"{where}: id: 'default' names the embedded world only")
-    return SuiteWorld(given_id or computed, clean, where.partition(" ")[2] or where)
+    return SuiteWorld(given_id or computed, clean, spec)
 
 
 def _check_validation_split(name: str, options: dict, where: str) -> None:
@@ -274,3 +275,37 @@ def _fit_composition(raw: dict, compose: dict, block: dict, stem: str):
     return {**compose, "n": n}, (
         f"{stem}: world.compose.n {compose['n']} -> {n}: the training split has {tnt} T→NT "
         f"of {pairs} pairs (fractions {min(fractions):g}..{max(fractions):g})")
+
+
+def rerlhf_on_world(path: str | Path, world: SuiteWorld | None) -> dict[str, Any]:
+    """A re-RLHF study file's mapping on `world`: its PairSet, the base LM and r* its card
+    names, the LoRA targets its aligned model was trained with; StudySkipped if it has none."""
+    raw = load_yaml(path)
+    if world is None or world.is_default or not isinstance(raw, dict):
+        return raw
+    stem = str(raw.get("name") or Path(path).stem)
+    block = world.block
+    if block["name"] not in ("default", "pairset"):
+        raise StudySkipped(f"{stem}: skipped on {world.id}: re-RLHF re-trains a text world's "
+                           f"base LM, and a {block['name']} world has none")
+    card = json.loads((pairset_dir(block) / "card.json").read_text())
+    models = card.get("models") or {}
+    if not models.get("base"):
+        raise StudySkipped(f"{stem}: skipped on {world.id}: re-RLHF re-trains the LM that wrote "
+                           "o_NT, and the PairSet's card names none (models.base)")
+    reward = card["labelling"]["reward_scorer"]
+    raw["world"] = copy.deepcopy(block)
+    raw["base_model"] = models["base"]
+    raw["judges"] = list(dict.fromkeys(["bilstm", reward, *card.get("scorers", {})]))
+    for source in (raw.get("sources") or {}).values():
+        if isinstance(source, dict) and source.get("kind") == "scorer":
+            source["scorer"] = reward  # the ground truth of this world
+    targets = (models.get("rlhf") or {}).get("lora_targets")
+    if targets and isinstance(raw.get("rlhf"), dict):
+        raw["rlhf"] = {**raw["rlhf"], "lora_targets": list(targets)}
+    if "device" in block["options"]:
+        raw["device"] = block["options"]["device"]
+    raw["name"] = experiment_name(stem, world.id)
+    raw["tags"] = {**(raw.get("tags") or {}), "world_id": world.id,
+                   "world_hash": world_hash(block)}
+    return raw
