@@ -16,9 +16,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-WORDS = ("the a you are idiot stupid nice good day people hate love this that is was and so "
-         "very dumb happy friend world weather today going to be fine shut up loser great "
-         "thanks said he she they we garden music river").split()
+WORDS = ["the", "a", "you", "are", "idiot", "stupid", "nice", "good", "day", "people", "hate",
+         "love", "this", "that", "is", "was", "and", "so", "very", "dumb", "happy", "friend",
+         "world", "weather", "today", "going", "to", "be", "fine", "shut", "up", "loser", "great",
+         "thanks", "said", "he", "she", "they", "we", "garden", "music", "river"]
 PERSPECTIVE = ("toxicity", "profanity", "insult", "severe_toxicity", "sexually_explicit",
                "identity_attack", "flirtation", "threat")
 
