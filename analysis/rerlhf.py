@@ -195,9 +195,7 @@ def build(options: Options) -> Section:
         remove_outputs(options.out, NAME)
         return Section(TITLE, [], [], [], [], [], notes=(
             f"Skipped: {options.studies_dir} has no {STUDY}.yaml."))
-    world = "" if options.world is None or options.world.is_default else \
-        f" --world {options.world.spec}"
-    hint = f"fairl rerlhf run {study_file}{world}" + (
+    hint = f"fairl rerlhf run {study_file}" + (
         "" if options.uri == default_tracking_uri() else f" --tracking-uri {options.uri}")
     source = load_policy_runs(options.uri, name, study_file, hint)
     cells = by_source(source)

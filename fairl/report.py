@@ -33,7 +33,7 @@ from pathlib import Path
 from fairl.config import ConfigError, load_yaml
 from fairl.paths import project_root, redact
 from fairl.runs.read import MissingStudy, MixedWorlds, StudyRuns, TrialRun, load_study_runs
-from fairl.runs.store import default_tracking_uri, resolve_tracking_uri
+from fairl.runs.store import resolve_tracking_uri
 from fairl.runs.write import error_line
 from fairl.study.worlds import StudySkipped, SuiteWorld, experiment_name, report_dir, study_on_world
 
@@ -68,28 +68,27 @@ class Options:
     world: SuiteWorld | None = None  # --world: the world whose runs are read (None: default)
 
     def experiment(self, stem: str) -> tuple[str, str]:
-        """(MLflow experiment, study file) of studies/<stem>.yaml on this report's world."""
+        """(MLflow experiment, study file) of studies/<stem>.yaml on this report's world; the
+        file carries `--world SPEC` on another world, so every command a report names has it."""
         name, study_file = study_name(self.studies_dir, stem)
-        return experiment_name(name, self.world and self.world.id), study_file
+        if self.world is None or self.world.is_default:
+            return name, study_file
+        return experiment_name(name, self.world.id), f"{study_file} --world {self.world.spec}"
 
     def study(self, stem: str) -> StudyRuns:
-        """The runs of studies/<stem>.yaml (MissingStudy if there are none)."""
+        """The runs of studies/<stem>.yaml (MissingStudy if there are none, or if the study
+        does not run on this world: fairl.study.worlds says why)."""
         name, study_file = self.experiment(stem)
-        if self.world is None or self.world.is_default:
-            return load_study_runs(self.uri, name, study_file)
-        command = f"fairl study run {study_file} --world {self.world.spec}" + (
-            "" if self.uri == default_tracking_uri() else f" --tracking-uri {self.uri}")
-        try:
-            study_on_world(self.studies_dir / f"{stem}.yaml", self.world)
-        except StudySkipped as skipped:
-            raise MissingStudy(name, study_file, self.uri, "not run on this world",
-                               str(skipped)) from None
-        except ConfigError:
-            pass  # the study file's own errors are for `fairl study run` to report
-        try:
-            return load_study_runs(self.uri, name, study_file)
-        except MissingStudy as missing:
-            raise MissingStudy(name, study_file, self.uri, str(missing), command) from None
+        if self.world is not None and not self.world.is_default:
+            try:
+                study_on_world(self.studies_dir / f"{stem}.yaml", self.world)
+            except StudySkipped as skipped:
+                reason = str(skipped).partition(": ")[2]  # without the study's name
+                raise MissingStudy(name, study_file, self.uri, "not run on this world",
+                                   reason) from None
+            except ConfigError:
+                pass  # the study file's own errors are for `fairl study run` to report
+        return load_study_runs(self.uri, name, study_file)
 
 
 @dataclasses.dataclass

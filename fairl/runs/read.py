@@ -129,7 +129,8 @@ def check_one_world(name: str, runs: list[TrialRun]) -> None:
         if "world_hash" in run.tags:
             hashes[run.tags["world_hash"]] = hashes.get(run.tags["world_hash"], 0) + 1
     if len(hashes) > 1:
-        counted = ", ".join(f"{digest} ({count} runs)" for digest, count in sorted(hashes.items()))
+        counted = ", ".join(f"{digest} ({count} run{'s' * (count != 1)})"
+                            for digest, count in sorted(hashes.items()))
         raise MixedWorlds(f"refused: experiment {name!r} holds runs of {len(hashes)} different "
                           f"worlds (world_hash {counted}); one table takes one world: rerun the "
                           "study under a new name, or delete the other world's runs")

@@ -8,9 +8,11 @@ construction (their own world is `sir`: identifiability, regime_map) run it over
 world's PairSet instead, or are skipped (`StudySkipped`) when that world has no prompt with
 two base samples. A world's runs never mix with another's:
 
-* `world_id(block)` names it: `default` for the embedded world (no options), else the
-  PairSet folder's name (pairset) or the world's name, then every option set to a
-  non-default value other than path and device, e.g. `sir,beta=0.5`, `mine,encoder=minilm...`;
+* `world_id(block)` names it: the block's `id` if it has one, `default` for the embedded
+  world (no options), else the PairSet folder's name (pairset) or the world's name, then
+  every option set to a non-default value other than path and device, e.g. `sir,beta=0.5`,
+  `mine` (pairset:path=worlds/mine), `mine,encoder=smollm2-meanpool`; the same world spelt
+  two ways has one id;
 * `experiment_name(study, world_id)` is the MLflow experiment and Optuna study of a study
   on that world: `main_table` on the default world (the names of every store made before
   worlds had ids), `main_table@sir,beta=0.5` on another; its report goes to
@@ -128,7 +130,6 @@ def parse_world(spec: str) -> SuiteWorld:
         block = values.get("world", values) if isinstance(values, dict) else values
         if not isinstance(block, dict):
             raise ConfigError(f"{where}: expected a world block {{name, options}}")
-        default_id = Path(spec).stem
     else:
         name, _, rest = spec.partition(":")
         options = {}
@@ -137,12 +138,11 @@ def parse_world(spec: str) -> SuiteWorld:
             if not sep or not key.strip():
                 raise ConfigError(f"{where}: {item!r}: expected KEY=VALUE (e.g. sir:beta=0.5)")
             options[key.strip()] = parse_yaml(value, f"{where}: {key.strip()}")
-        block, default_id = {"name": name.strip(), "options": options}, None
-    return _checked_world(block, spec, where, default_id)
+        block = {"name": name.strip(), "options": options}
+    return _checked_world(block, spec, where)
 
 
-def _checked_world(block: dict[str, Any], spec: str, where: str,
-                   default_id: str | None) -> SuiteWorld:
+def _checked_world(block: dict[str, Any], spec: str, where: str) -> SuiteWorld:
     """A world block checked as a study would check it, with its id; ConfigError naming the field."""
     unknown = sorted(set(block) - {"name", "options", "id"})
     if unknown:
@@ -156,7 +156,7 @@ def _checked_world(block: dict[str, Any], spec: str, where: str,
         raise ConfigError(f"{where}: options: expected a mapping")
     check_world_options(name, options, f"{where}: options")
     _check_validation_split(name, options, where)
-    given_id = block.get("id") or default_id
+    given_id = block.get("id")
     if given_id is not None and (not isinstance(given_id, str) or _ID_CHARACTERS.search(given_id)
                                  or not given_id):
         raise ConfigError(f"{where}: id: letters, digits and _ . = , + - only (got {given_id!r})")
