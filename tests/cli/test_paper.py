@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from paper_standins import build_standins, paper_sets
 from study_support import trial_runs, use_store
 

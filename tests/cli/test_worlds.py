@@ -5,13 +5,10 @@ one table; the default world's names (and stores made before world tags) still r
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from study_support import trial_runs, use_store
 
 from fairl.cli import main
