@@ -4,18 +4,18 @@ Nothing is refitted: every number comes from what the study runs logged (metrics
 tags, artifacts). Each item (a table and/or a figure; one module in `analysis/`) reads one
 study, i.e. the MLflow experiment named after `studies/<study>.yaml` (its `name:`, else
 the file stem; on another world `<name>@<world id>`, fairl.study.worlds), through
-`fairl.runs.read` (which runs: see there; runs of two world hashes are refused). REPORT.md names every run
-id it used. The items themselves are passed in (`fairl.cli` hands over `analysis.ITEMS`):
-this module never imports analysis/.
+`fairl.runs.read` (which runs: see there; runs of two world hashes are refused). REPORT.md
+names every run id it used. The items themselves are passed in (`fairl.cli` hands over
+`analysis.ITEMS`): this module never imports analysis/.
 
 Missing data. An item whose study has no finished trial runs says which study to run
 (`run: fairl study run studies/X.yaml`); `fairl report` exits 0 then, unless that item was
 asked for by name (`--only X`), which exits 1. An item that fails to build is reported and
 makes the exit code 1; the other items are still built.
 
-Output (`--out`, default reports/ of the checkout, reports/<world id>/ on another world): tables/<item>.{md,tex,csv},
-figures/<item>.{png,pdf}, REPORT.md (every item with its captions and provenance; rewritten
-only by a full build, not by `--only`). Tables, figures and REPORT.md are deterministic: the
+Output (`--out`, default reports/ of the checkout, reports/<world id>/ on another world):
+tables/<item>.{md,tex,csv}, figures/<item>.{png,pdf}, REPORT.md (every item with its captions
+and provenance; rewritten only by a full build, not by `--only`). Tables, figures and REPORT.md are deterministic: the
 same runs give byte-identical files.
 """
 

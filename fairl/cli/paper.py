@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from fairl.cli.demo import DEMO_STUDIES, run_demo
-from fairl.cli.world import default_world_dir, record_world_build
+from fairl.cli.world import record_world_build
 from fairl.config import ConfigError
 from fairl.paths import project_root
 
@@ -48,11 +48,11 @@ def built_from(folder: Path, config) -> bool:
 
 
 def cmd_paper(args: argparse.Namespace) -> int:
-    from fairl.data.build_config import load_build_config  # light: fails fast offline
+    from fairl.data.build_config import default_out, load_build_config  # light
     from fairl.study.worlds import parse_world
 
     config = load_build_config(args.config, sets=args.set or ())
-    folder = Path(args.world_dir or default_world_dir(config.name))
+    folder = Path(args.world_dir or default_out(config.name))
     if built_from(folder, config):
         print(f"world {config.name}: built at {folder}, reused", flush=True)
     else:

@@ -25,16 +25,11 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     config = build_config.load_build_config(args.config, sets=args.set or ())
     from fairl.data.build import build_world  # heavy: LMs, torch
 
-    out = args.out or default_world_dir(config.name)
+    out = args.out or build_config.default_out(config.name)
     pairset = build_world(config, out)
     run_id = record_world_build(pairset, args.tracking_uri)
     print(f"MLflow: experiment world_build, run {run_id} (RLHF curves, card)")
     return cmd_world_info(argparse.Namespace(path=str(out), card=False))
-
-
-def default_world_dir(name: str):
-    """Where `fairl world build` writes a world: the embedded one's folder, or worlds/<name>."""
-    return DEFAULT_WORLD_DIR if name == "default" else f"worlds/{name}"
 
 
 def record_world_build(pairset, tracking_uri: str | None) -> str:

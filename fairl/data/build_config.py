@@ -19,6 +19,7 @@ from pydantic.dataclasses import dataclass
 from fairl.config import STRICT, ConfigError, apply_overrides, build, load_yaml
 from fairl.data import prompts as P
 from fairl.devices import DeviceName, resolve_device
+from fairl.paths import DEFAULT_WORLD_DIR
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # fairl.lm.DEFAULT_MODEL (not imported: torch)
 HUB_SCORER = "s-nlp/roberta_toxicity_classifier"  # fairl.data.scorers.HUB_SCORER (torch)
@@ -87,6 +88,11 @@ def load_build_config(path: str | Path | None, overrides: dict | None = None,
         raise ConfigError(f"{path or 'world build'}.rlhf: {error}") from None
     resolve_device(config.device, f"{path or 'world build config'}.device")
     return config
+
+
+def default_out(name: str) -> Path:
+    """Where `fairl world build` writes a world: the embedded one's folder, or worlds/<name>."""
+    return DEFAULT_WORLD_DIR if name == "default" else Path("worlds") / name
 
 
 def config_hash(config: WorldBuildConfig, dtype: str = "float32") -> str:

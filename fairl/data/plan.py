@@ -23,6 +23,7 @@ from fairl.data.build_config import (
     DEFAULT_MODEL,
     WorldBuildConfig,
     config_hash,
+    default_out,
     hub_cached,
     hub_inputs,
 )
@@ -159,10 +160,11 @@ def world_plan(config: WorldBuildConfig, where: str, out: str | None = None) -> 
     device, gpu = device_line(config.device)
     hubs, download = hub_lines(config)
     stage_dir = cache_dir() / "worlds" / f"{config.name}-{config_hash(config)}"
-    size = (parameters(config.base_model) or 0) / 1e6
+    params = parameters(config.base_model)
+    size = f"{params / 1e6:,.0f}M parameters by its name" if params else "size not in its name"
     lines = [(f"world build plan: {where} (world {config.name!r}, out "
               f"{out or default_out(config.name)})"),
-             (f"  base LM {config.base_model} ({size:,.0f}M parameters by its name); "
+             (f"  base LM {config.base_model} ({size}); "
               f"r* {config.reward_scorer}; judges {', '.join(config.judges)}"),
              f"  device: {device}", f"  prompts: {how}",
              f"  stage cache: {stage_dir}"
@@ -182,7 +184,3 @@ def world_plan(config: WorldBuildConfig, where: str, out: str | None = None) -> 
               + (", hub downloads of known size" if download else "") + ")", "",
               "hub inputs:", *hubs]
     return "\n".join(lines)
-
-
-def default_out(name: str) -> str:
-    return "fairl/data/default_world" if name == "default" else f"worlds/{name}"
