@@ -111,15 +111,17 @@ def test_paper_setting_rehearsed_end_to_end(tmp_path, monkeypatch, tmp_path_fact
     spec = str(tmp_path / "B" / "world.yaml")
     started = time.perf_counter()
     assert main(["rerlhf", "run", str(ROOT / "studies" / "rerlhf" / "rerlhf_smoke.yaml"),
-                 "--world", spec]) == 0
-    times["re-RLHF smoke (4 cells)"] = time.perf_counter() - started
+                 "--world", spec, "--only", "ground_truth", "fa_irl"]) == 0
+    times["re-RLHF smoke, r* and FA-IRL sources"] = time.perf_counter() - started
     experiment = client(uri).get_experiment_by_name("rerlhf_smoke@paper")
     policies = client(uri).search_runs([experiment.experiment_id], "tags.kind = 'policy'")
-    assert sorted(run.info.status for run in policies) == ["FINISHED"] * 4
-    trained = [run for run in policies if "rlhf.lora_targets" in run.data.params]
-    assert len(trained) == 3 and all("dense_h_to_4h" in run.data.params["rlhf.lora_targets"]
-                                     for run in trained)
-    assert {run.data.params["base_model"] for run in policies} == {card["models"]["base"]}
+    assert sorted(run.info.status for run in policies) == ["FINISHED"] * 2
+    for run in policies:  # GPT-NeoX's LoRA targets, from the card; r* = the world's RoBERTa
+        assert "dense_h_to_4h" in run.data.params["rlhf.lora_targets"]
+        assert run.data.params["base_model"] == card["models"]["base"]
+        assert f"tox_rate_{judge}" in run.data.metrics and "r_star_mean" in run.data.metrics
+    (truth,) = [run for run in policies if run.data.tags["source"] == "ground_truth"]
+    assert truth.data.tags["reward_origin"] == f"r* = log-odds non-toxic by {judge}"
     started = time.perf_counter()
     assert main(["report", "--world", spec, "--out", str(tmp_path / "again"),
                  "--only", "main_table"]) == 0
