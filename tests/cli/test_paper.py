@@ -47,6 +47,7 @@ def _lines(log: Path) -> list[str]:
 def test_paper_setting_rehearsed_end_to_end(tmp_path, monkeypatch, tmp_path_factory, capsys):
     from fairl.runs.store import client
 
+    store = use_store(monkeypatch, tmp_path, tmp_path_factory.getbasetemp())  # builds log here too
     times: dict[str, float] = {}
     started = time.perf_counter()
     standins = build_standins(tmp_path / "standins")
@@ -88,7 +89,6 @@ def test_paper_setting_rehearsed_end_to_end(tmp_path, monkeypatch, tmp_path_fact
 
     # The suite and its report: `fairl paper` finds the world built and runs on it.
     monkeypatch.setenv("FAIRL_CACHE", str(tmp_path / "cache-B"))
-    store = use_store(monkeypatch, tmp_path, tmp_path_factory.getbasetemp())
     started = time.perf_counter()
     args = [arg for item in sets for arg in ("--set", item)]
     reports = tmp_path / "reports"
@@ -98,6 +98,8 @@ def test_paper_setting_rehearsed_end_to_end(tmp_path, monkeypatch, tmp_path_fact
     out = capsys.readouterr().out
     assert "world paper: built at" in out and "reused" in out
     uri = f"sqlite:///{store / 'mlflow.db'}"
+    builds = client(uri).get_experiment_by_name("world_build")
+    assert len(client(uri).search_runs([builds.experiment_id])) == 2  # the two finished builds
     runs = trial_runs(uri, "main_table@paper", "FINISHED")
     assert len(runs) == 4
     assert {run.data.tags["world_id"] for run in runs} == {"paper"}
