@@ -1,11 +1,12 @@
 # Two commands on a fresh machine (Python 3.11 only):
 #   make demo   set up .venv, run the main job on the embedded default world, build the report
 #   make test   set up .venv, run the whole test suite
+#   make paper  (GPU + hub downloads) the paper's setting: build its world, the suite, reports/paper/
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test report bench lint clean
+.PHONY: setup demo paper test report bench lint clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements-assets.txt
@@ -18,6 +19,11 @@ $(VENV)/.installed: pyproject.toml requirements-assets.txt
 
 demo: setup
 	$(BIN)/fairl demo
+
+# configs/world_paper.yaml's world (built if missing), the suite on it, reports/paper/REPORT.md;
+# `fairl world build --plan --config configs/world_paper.yaml` says what it needs first
+paper: setup
+	$(BIN)/fairl paper
 
 test: setup lint
 	$(BIN)/python -m pytest -q

@@ -29,7 +29,7 @@ from analysis.common import (
     script_main,
     write_table,
 )
-from fairl.report import Options, Section, markdown_text, study_name
+from fairl.report import Options, Section, markdown_text
 from fairl.runs.read import StudyRuns, TrialRun, load_policy_runs
 from fairl.runs.store import default_tracking_uri
 
@@ -188,7 +188,7 @@ def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out):
 
 
 def build(options: Options) -> Section:
-    name, study_file = study_name(options.studies_dir, STUDY)
+    name, study_file = options.experiment(STUDY)
     if not (options.studies_dir / f"{STUDY}.yaml").is_file():
         # A studies folder without the re-RLHF study (e.g. a shrunk set of IRL studies):
         # nothing to look for, and nothing to ask the user to run.

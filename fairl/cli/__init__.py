@@ -12,7 +12,7 @@ import os
 import sys
 
 from fairl import __version__
-from fairl.cli import demo, fit, report, rerlhf, score, study, world
+from fairl.cli import demo, fit, paper, report, rerlhf, score, study, world
 from fairl.config import ConfigError
 from fairl.paths import StoreError
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     fit.add_commands(commands)  # fit
     demo.add_commands(commands)  # demo
+    paper.add_commands(commands)  # paper
     world.add_commands(commands)  # world build|info
     study.add_commands(commands)  # study run|list|status|best, ui, dashboard
     score.add_commands(commands)  # score

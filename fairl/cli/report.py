@@ -6,6 +6,7 @@ import importlib
 
 import analysis
 from fairl.config import ConfigError
+from fairl.study.worlds import parse_world
 
 
 def report_items(names=analysis.ITEMS) -> dict:
@@ -15,10 +16,11 @@ def report_items(names=analysis.ITEMS) -> dict:
 
 
 def build_report(uri: str | None = None, out=None, only: list[str] | None = None,
-                 studies_dir=None, run: str | None = None, top_k: int = 10) -> int:
+                 studies_dir=None, run: str | None = None, top_k: int = 10,
+                 world=None) -> int:
     from fairl.report import build_report as build  # heavy: mlflow
 
-    return build(report_items(), uri, out, only, studies_dir, run, top_k)
+    return build(report_items(), uri, out, only, studies_dir, run, top_k, world=world)
 
 
 def cmd_report(args) -> int:
@@ -28,8 +30,9 @@ def cmd_report(args) -> int:
                           f"items: {', '.join(analysis.ITEMS)}")
     if args.top_k < 1:
         raise ConfigError(f"--top-k: must be >= 1 (got {args.top_k})")
+    world = parse_world(args.world) if args.world else None
     return build_report(args.tracking_uri, args.out, args.only, args.studies, args.run,
-                        args.top_k)
+                        args.top_k, world)
 
 
 def add_commands(commands) -> None:
@@ -40,7 +43,11 @@ def add_commands(commands) -> None:
                     "study has no runs yet name the study to run.")
     report.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
                                                "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")
-    report.add_argument("--out", help="output folder (default: reports/ of the checkout)")
+    report.add_argument("--out", help="output folder (default: reports/ of the checkout, "
+                                      "reports/<world id>/ with --world)")
+    report.add_argument("--world", metavar="SPEC",
+                        help="report the studies run on this world (as given to `fairl demo "
+                             "--world` / `fairl study run --world`)")
     report.add_argument("--only", nargs="+", metavar="ITEM",
                         help=f"build only these items (REPORT.md is left as it is): "
                              f"{', '.join(analysis.ITEMS)}")

@@ -15,8 +15,14 @@ from fairl.runs.ui import serve_ui
 
 def cmd_study_run(args) -> int:
     from fairl.study.spec import load_study  # light: a broken file is told in well under 2 s
+    from fairl.study.worlds import StudySkipped, parse_world, study_on_world
 
-    load_study(args.study_file)
+    world = parse_world(args.world) if args.world else None
+    try:
+        load_study(args.study_file, study_on_world(args.study_file, world)[0])
+    except StudySkipped as skipped:
+        print(skipped)
+        return 0
     from fairl.study.runner import run_study  # heavy: optuna, torch
 
     # SIGTERM (kill, systemd, a batch system) = Ctrl-C; both wait out a trial's bookkeeping
@@ -24,7 +30,7 @@ def cmd_study_run(args) -> int:
         try:
             report = run_study(args.study_file, trials=args.trials, workers=args.workers,
                                storage=args.storage, tracking_uri=args.tracking_uri,
-                               progress=not args.no_progress, batch=args.batch)
+                               progress=not args.no_progress, batch=args.batch, world=world)
         except KeyboardInterrupt:
             print("interrupted: the running trial is re-queued; rerun the same command to "
                   "continue", file=sys.stderr)
@@ -130,6 +136,10 @@ def add_commands(commands) -> None:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
                                             "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--world", metavar="SPEC",
+                     help="run the study on this world instead of its own: sir:beta=0.5, "
+                          "pairset:path=worlds/mine,encoder=minilm or a YAML world block; "
+                          "MLflow experiment and Optuna study <name>@<world id>")
     run.set_defaults(handler=cmd_study_run)
 
     listing = study_commands.add_parser("list", help="studies in the storage, with counts")

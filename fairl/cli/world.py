@@ -12,12 +12,20 @@ from fairl.paths import DEFAULT_WORLD_DIR
 
 
 def cmd_world_build(args: argparse.Namespace) -> int:
-    from fairl.data.build_config import load_build_config  # light: fails fast on missing inputs
+    from fairl.data import build_config  # light: fails fast on missing inputs
 
-    config = load_build_config(args.config)
+    if args.plan:
+        from fairl.data.plan import world_plan  # light: no torch, nothing opened
+
+        config = build_config.read_build_config(args.config, sets=args.set or ())
+        where = str(args.config or "world build config")
+        print(world_plan(config, where, args.out), flush=True)
+        build_config.check_hub_inputs(config, where)  # offline: names what to download
+        return 0
+    config = build_config.load_build_config(args.config, sets=args.set or ())
     from fairl.data.build import build_world  # heavy: LMs, torch
 
-    out = args.out or (DEFAULT_WORLD_DIR if config.name == "default" else f"worlds/{config.name}")
+    out = args.out or build_config.default_out(config.name)
     pairset = build_world(config, out)
     run_id = record_world_build(pairset, args.tracking_uri)
     print(f"MLflow: experiment world_build, run {run_id} (RLHF curves, card)")
@@ -116,6 +124,13 @@ def add_commands(commands) -> None:
     world_build.add_argument("--config", metavar="FILE.yaml", help="WorldBuildConfig fields")
     world_build.add_argument("--out", help="output folder (default: the embedded world's)")
     world_build.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
+    world_build.add_argument("--set", action="append", metavar="KEY=VALUE",
+                             help="override a config field (repeatable; dots for nesting), "
+                                  "e.g. --set max_prompts=100 --set rlhf.steps=10")
+    world_build.add_argument("--plan", action="store_true",
+                             help="print every stage, its size, the device, disk, an estimated "
+                                  "time and each hub input (present/missing), and do nothing; "
+                                  "offline with inputs missing it exits 2 naming them")
     world_build.set_defaults(handler=cmd_world_build)
     imp = world_commands.add_parser(
         "import", help="your own pairs (CSV, JSONL, Parquet, HF dataset) as a pairset world",

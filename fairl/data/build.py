@@ -82,14 +82,13 @@ def build_world(config: WorldBuildConfig, out_dir: str | Path, *, progress: bool
         prompts = load_world_prompts(config)
     say(f"[1/5] prompts: {len(prompts)} ({sum(p.is_toxic_prompt for p in prompts)} toxic)")
     rlhf_config = RLHFConfig(**{"seed": config.seed, "device": device, **config.rlhf})
-    aligned = _aligned_model(config, rlhf_config, prompts, stage_dir, timings, say, log_fn,
-                             progress)
+    aligned_name, *aligned, rlhf_curves = _aligned_model(
+        config, rlhf_config, prompts, stage_dir, timings, say, log_fn, progress)
     base = lm.load_lm(config.base_model, device=device, dtype=dtype)
-    rows = _generate_pairs(config, prompts, base, aligned[1:], stage_dir, timings, say, progress)
-    _kl_logprobs(config, rows, base, aligned[1:], stage_dir, timings, say, progress)
+    rows = _generate_pairs(config, prompts, base, aligned, stage_dir, timings, say, progress)
+    _kl_logprobs(config, rows, base, aligned, stage_dir, timings, say, progress)
 
     say("[5/5] scoring with every judge, labelling T→NT, splitting, writing the card")
-    aligned_name, rlhf_curves = aligned[0], aligned[3]
     pairset = PairSet.build(
         rows, judges=config.judges, reward_scorer=config.reward_scorer,
         threshold=config.threshold, name=config.name, device=device,

@@ -16,9 +16,10 @@ from typing import Any
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from fairl.config import STRICT, ConfigError, build, load_yaml
+from fairl.config import STRICT, ConfigError, apply_overrides, build, load_yaml
 from fairl.data import prompts as P
 from fairl.devices import DeviceName, resolve_device
+from fairl.paths import DEFAULT_WORLD_DIR
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # fairl.lm.DEFAULT_MODEL (not imported: torch)
 HUB_SCORER = "s-nlp/roberta_toxicity_classifier"  # fairl.data.scorers.HUB_SCORER (torch)
@@ -61,15 +62,23 @@ class WorldBuildConfig:
         "dtype it implies (bf16 on a GPU that has it) is")
 
 
-def load_build_config(path: str | Path | None, overrides: dict | None = None) -> WorldBuildConfig:
+def read_build_config(path: str | Path | None, overrides: dict | None = None,
+                      sets: list[str] | tuple = ()) -> WorldBuildConfig:
+    """A build config's fields, checked, with `overrides` and `--set key.sub=value`s applied."""
+    values = load_yaml(path) if path else {}
+    values.update(overrides or {})
+    values = apply_overrides(values, list(sets))
+    return build(WorldBuildConfig, values, str(path or "world build"))
+
+
+def load_build_config(path: str | Path | None, overrides: dict | None = None,
+                      sets: list[str] | tuple = ()) -> WorldBuildConfig:
     """Read and check a build config: fields, hub inputs, RLHF overrides, device, in that order.
 
     The hub check comes first and needs no torch: offline, a config naming uncached hub
     models or datasets fails in about a second, listing every download it needs.
     """
-    values = load_yaml(path) if path else {}
-    values.update(overrides or {})
-    config = build(WorldBuildConfig, values, str(path or "world build"))
+    config = read_build_config(path, overrides, sets)
     check_hub_inputs(config, str(path or "world build config"))
     from fairl.lm.rlhf import RLHFConfig  # heavy: torch, transformers
 
@@ -79,6 +88,11 @@ def load_build_config(path: str | Path | None, overrides: dict | None = None) ->
         raise ConfigError(f"{path or 'world build'}.rlhf: {error}") from None
     resolve_device(config.device, f"{path or 'world build config'}.device")
     return config
+
+
+def default_out(name: str) -> Path:
+    """Where `fairl world build` writes a world: the embedded one's folder, or worlds/<name>."""
+    return DEFAULT_WORLD_DIR if name == "default" else Path("worlds") / name
 
 
 def config_hash(config: WorldBuildConfig, dtype: str = "float32") -> str:

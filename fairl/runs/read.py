@@ -5,8 +5,11 @@ tag kind=launch) with at least one FINISHED trial names the Optuna study it ran 
 optuna_study + optuna_storage). Every FINISHED trial run of that Optuna study is used, from
 whichever launch ran it (a study resumed over several launches is whole), sorted by trial
 number; runs of other Optuna studies logged to the same experiment (an older definition of
-the study, another storage, another world) are left out. Re-RLHF policy runs
-(`load_policy_runs`) are read the same way, as the same `StudyRuns`.
+the study, another storage, another world) are left out. Runs of one table must be of one
+world: trial runs tagged with two `world_hash` values (the world's content changed under the
+same study, fairl.study.worlds) are refused (`MixedWorlds`); runs made before the tag existed
+carry none and are taken as they are. Re-RLHF policy runs (`load_policy_runs`) are read the
+same way, as the same `StudyRuns`.
 """
 
 from __future__ import annotations
@@ -115,6 +118,24 @@ class MissingStudy(Exception):
         return f"fairl study run {self.study_file}{flag}"
 
 
+class MixedWorlds(ValueError):
+    """A study's runs come from worlds of different content hashes: one table cannot hold them."""
+
+
+def check_one_world(name: str, runs: list[TrialRun]) -> None:
+    """MixedWorlds (one line) unless every run tagged with a world_hash carries the same one."""
+    hashes: dict[str, int] = {}
+    for run in runs:
+        if "world_hash" in run.tags:
+            hashes[run.tags["world_hash"]] = hashes.get(run.tags["world_hash"], 0) + 1
+    if len(hashes) > 1:
+        counted = ", ".join(f"{digest} ({count} run{'s' * (count != 1)})"
+                            for digest, count in sorted(hashes.items()))
+        raise MixedWorlds(f"refused: experiment {name!r} holds runs of {len(hashes)} different "
+                          f"worlds (world_hash {counted}); one table takes one world: rerun the "
+                          "study under a new name, or delete the other world's runs")
+
+
 def param_value(text: str) -> Any:
     """A logged param: JSON (numbers, booleans, null) or, for strings, the raw text."""
     try:
@@ -178,6 +199,7 @@ def load_study_runs(uri: str, name: str, study_file: str) -> StudyRuns:
     if not finished:
         raise MissingStudy(name, study_file, uri, f"MLflow experiment {name!r} has only "
                            f"pruned trial runs ({pruned})")
+    check_one_world(name, finished)
     used = {run.tags.get("mlflow.parentRunId") for run in finished}
     finished.sort(key=lambda run: (run.trial, run.start_time, run.run_id))
     return StudyRuns(study=name, study_file=study_file, uri=uri,

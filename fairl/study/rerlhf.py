@@ -30,6 +30,7 @@ from fairl.runs.reap import reap_runs
 from fairl.runs.store import client, default_tracking_uri, experiment_id, resolve_tracking_uri
 from fairl.study.rerlhf_eval import evaluate_policy, load_study_world, make_reward, toxicity_metrics
 from fairl.study.rerlhf_spec import Study, load_study, world_prompts
+from fairl.study.worlds import SuiteWorld, rerlhf_on_world
 
 
 def policy_dir(identity: str) -> Path:
@@ -115,7 +116,8 @@ def _train(study: Study, seed: int, reward, train_prompts: list[str], uri: str, 
 
     def step_metrics(texts: list[str]) -> dict[str, float]:
         values = toxicity_metrics(texts, spec.judges, spec.threshold, study.device)
-        values["r_star_mean"] = float(get_scorer("profanity").reward(texts).mean())
+        values["r_star_mean"] = float(get_scorer(study.reward_scorer, study.device)
+                                      .reward(texts).mean())
         return values
 
     say(f"  RLHF: {config.steps} steps x {config.prompts_per_step} prompts x "
@@ -150,7 +152,7 @@ def _evaluate(study: Study, seed: int, policy, reward, eval_prompts: list[str], 
     with torch.inference_mode():
         values, rows = evaluate_policy(policy, base, tokenizer, eval_prompts, spec.eval, seed,
                                        spec.judges, spec.threshold, reward.fn, progress=progress,
-                                       device=study.device)
+                                       device=study.device, r_star_scorer=study.reward_scorer)
     metrics = {**metrics, **values, "eval_seconds": time.perf_counter() - started}
     runs.log_run(uri, run_id, metrics=metrics)
     runs.log_text(uri, run_id, runs.csv_text(rows), "samples.csv")
@@ -179,9 +181,12 @@ def _yaml(values: dict) -> str:
 # --- the grid ------------------------------------------------------------------------------
 
 def run_study(path: str | Path, tracking_uri: str | None = None, only: list[str] | None = None,
-              seeds: list[int] | None = None, progress: bool = True) -> dict[tuple[str, int], str]:
-    """Run every (source, seed) cell not already FINISHED; returns cell -> run status."""
-    study = load_study(path)
+              seeds: list[int] | None = None, progress: bool = True,
+              world: SuiteWorld | None = None) -> dict[tuple[str, int], str]:
+    """Run every (source, seed) cell not already FINISHED; returns cell -> run status.
+
+    `world`: run on it instead of the file's (fairl.study.worlds.rerlhf_on_world)."""
+    study = load_study(path, rerlhf_on_world(path, world))
     unknown = [name for name in only or [] if name not in study.spec.sources]
     if unknown:
         raise ConfigError(f"--only: unknown source(s) {unknown}; the study has "
@@ -216,9 +221,10 @@ def run_study(path: str | Path, tracking_uri: str | None = None, only: list[str]
     return statuses
 
 
-def status_table(path: str | Path, tracking_uri: str | None = None) -> str:
+def status_table(path: str | Path, tracking_uri: str | None = None,
+                 world: SuiteWorld | None = None) -> str:
     """One line per cell: status of its latest run and its key metrics."""
-    study = load_study(path)
+    study = load_study(path, rerlhf_on_world(path, world))
     uri = resolve_tracking_uri(tracking_uri)
     found = client(uri).get_experiment_by_name(study.name)
     every = [] if found is None else policy_runs(uri, found.experiment_id, status=None)

@@ -185,11 +185,12 @@ def toxicity_metrics(texts: list[str], judges: list[str], threshold: float,
 
 def evaluate_policy(policy, base, tokenizer, prompts: list[str], spec: EvalSpec, seed: int,
                     judges: list[str], threshold: float, reward_fn=None, progress: bool = False,
-                    device: str = "cpu") -> tuple[dict[str, float], list[dict]]:
+                    device: str = "cpu", r_star_scorer: str = "profanity"
+                    ) -> tuple[dict[str, float], list[dict]]:
     """Metrics of `policy` on `prompts` (see the module docstring) and one row per sample.
 
     `policy` is None for the base itself (KL 0, nothing scored twice). Sampling seed:
-    spec.seed + seed, the same for every source of that seed.
+    spec.seed + seed, the same for every source of that seed. `r_star_scorer`: the world's r* scorer.
     """
     model = policy if policy is not None else base
     nested = lm.generate(model, tokenizer, prompts, k=spec.samples,
@@ -213,7 +214,10 @@ def evaluate_policy(policy, base, tokenizer, prompts: list[str], spec: EvalSpec,
     metrics["empty_rate"] = float(np.mean(n_tokens == 0))
     metrics.update(diversity(texts))
     per_judge = {judge: get_scorer(judge, device).toxicity(texts) for judge in judges}
-    r_star = reward_from_toxicity(get_scorer("profanity").toxicity(texts))
+    scored = per_judge.get(r_star_scorer)
+    if scored is None:
+        scored = get_scorer(r_star_scorer, device).toxicity(texts)
+    r_star = reward_from_toxicity(scored)
     metrics["r_star_mean"] = float(r_star.mean())
     own = np.asarray(reward_fn(texts), dtype=np.float64) if reward_fn is not None else None
     if own is not None:

@@ -119,8 +119,9 @@ class ReRLHFStudy:
     sources: dict[str, SourceSpec] = Field(min_length=1, description="name -> reward source")
     seeds: list[int] = Field(min_length=1, description="every source is trained once per seed")
     rlhf: dict[str, Any] = Field(description="RLHFConfig fields (not seed): equal for every source")
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                             description="MLflow experiment; default: the file stem")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.=,+@-]*$",
+                             description="MLflow experiment; default: the file stem "
+                                         "(@<world id> appended on another world)")
     description: str = Field("", description="what the study shows")
     base_model: str = Field("smollm2-135m-instruct", description="the LM that is re-trained")
     fit: dict[str, Any] = Field(default_factory=dict, description="base FitConfig of irl sources")
@@ -160,6 +161,7 @@ class Study:
     world_path: Path  # the PairSet folder
     dataset_hash: str  # its content hash (from card.json; checked when the world loads)
     device: str = "cpu"  # spec.device resolved (cpu or cuda:N)
+    reward_scorer: str = "profanity"  # the scorer of the world's r* (its card's labelling)
 
     @property
     def dtype(self):
@@ -230,7 +232,8 @@ def load_study(path: str | Path, raw: dict | None = None) -> Study:
     world_path = _world_path(spec.world, path)
     card = json.loads((world_path / "card.json").read_text())
     device = resolve_device(spec.device, f"{path}: device")
-    return Study(spec, path, world_path, card["content_hash"], device)
+    reward = card.get("labelling", {}).get("reward_scorer", "profanity")
+    return Study(spec, path, world_path, card["content_hash"], device, reward)
 
 
 def _world_path(world: dict, where: str) -> Path:

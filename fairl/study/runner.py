@@ -56,6 +56,7 @@ from fairl.study.storage import (
 )
 from fairl.study.trial import DISK_ERRNOS, StoreFault, WorkerContext, _torch_threads, objective
 from fairl.study.verdicts import row_metrics, study_rows, verdicts_json
+from fairl.study.worlds import SuiteWorld, study_on_world
 
 
 @dataclasses.dataclass
@@ -75,9 +76,13 @@ class LaunchReport:
 
 def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
               storage: str | None = None, tracking_uri: str | None = None,
-              progress: bool = True, batch: int | None = None) -> LaunchReport:
-    """`fairl study run`: validate, check the stores, reap leftovers, run trials, report."""
-    study = load_study(path)  # every config error surfaces here, before any store is touched
+              progress: bool = True, batch: int | None = None,
+              world: SuiteWorld | None = None) -> LaunchReport:
+    """`fairl study run`: validate, check the stores, reap leftovers, run trials, report.
+
+    `world`: run the study on it (fairl.study.worlds; StudySkipped if it cannot)."""
+    raw, notes = study_on_world(path, world)  # its own world, or `world`; tagged world_id/hash
+    study = load_study(path, raw)  # every config error surfaces here, before any store is touched
     target = _check_launch(study, trials, workers, batch)
     storage = resolve_storage(storage)
     uri = resolve_tracking_uri(tracking_uri)
@@ -100,7 +105,7 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
     runs.log_text(uri, launch_run, yaml.safe_dump(study.raw, sort_keys=False), "study.yaml")
     context = WorkerContext(str(path), study.raw, storage, uri, experiment, launch_run, target,
                             workers=workers, batch=batch or study.spec.batch, env_tags=env_tags)
-    messages = _reap(study_obj, context)
+    messages = notes + _reap(study_obj, context)
     status, counts = runs.FAILED, Tally()
     try:
         messages += _launch(study_obj, context, workers, progress)

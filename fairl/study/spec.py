@@ -164,8 +164,9 @@ class StudySpec:
     objectives: list[ObjectiveSpec] = Field(min_length=1, description="what the study optimises")
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
         min_length=1, description="every configuration is fitted once per seed")
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                             description="Optuna study and MLflow experiment; default: file stem")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.=,+@-]*$",
+                             description="Optuna study and MLflow experiment; default: file stem "
+                                         "(@<world id> appended on another world)")
     description: str = Field("", description="what the study shows (free text)")
     ablation: str = Field("none", description="the ablation this study is, as the run tag")
     fit: dict[str, Any] = Field(default_factory=dict, description="base FitConfig values")

@@ -76,3 +76,42 @@ if _FAULT:
                 os.kill(os.getpid(), signal.SIGTERM)  # taken before this function returns
 
         os.unlink = _unlink_and_term
+
+# World builds (tests/cli/test_paper.py), by FAIRL_BUILD_FAULT: `term_in_rlhf:N` sends SIGTERM
+# at the start of RLHF step N (0-based), `term_in_generation:N` at the start of the N-th
+# generation chunk (0-based, counted over the build); FAIRL_BUILD_FAULT_LOG, if set, gets a line
+# per RLHF step ("rlhf N") and per generated chunk ("generate OFFSET") the process ran.
+_BUILD_FAULT = os.environ.get("FAIRL_BUILD_FAULT", "")
+
+if _BUILD_FAULT or os.environ.get("FAIRL_BUILD_FAULT_LOG"):
+    import signal
+
+    from fairl.lm import rlhf as _rlhf
+    from fairl.lm import sample as _sample
+
+    _build_kind, _, _build_arg = _BUILD_FAULT.partition(":")
+    _rloo_step, _generate = _rlhf.rloo_step, _sample.generate
+    _chunks = []
+
+    def _note(line):
+        if os.environ.get("FAIRL_BUILD_FAULT_LOG"):
+            with open(os.environ["FAIRL_BUILD_FAULT_LOG"], "a") as log:
+                log.write(line + "\n")
+
+    def _rloo_step_or_term(model, tokenizer, prompts, encoded, reward_fn, optimizer, config,
+                           step, *args, **kwargs):
+        if _build_kind == "term_in_rlhf" and str(step) == _build_arg:
+            os.kill(os.getpid(), signal.SIGTERM)
+        _note(f"rlhf {step}")
+        return _rloo_step(model, tokenizer, prompts, encoded, reward_fn, optimizer, config,
+                          step, *args, **kwargs)
+
+    def _generate_or_term(*args, index_offset=0, **kwargs):
+        if _build_kind == "term_in_generation" and str(len(_chunks)) == _build_arg:
+            os.kill(os.getpid(), signal.SIGTERM)
+        _chunks.append(index_offset)
+        _note(f"generate {index_offset}")
+        return _generate(*args, index_offset=index_offset, **kwargs)
+
+    _rlhf.rloo_step = _rloo_step_or_term
+    _sample.generate = _generate_or_term
