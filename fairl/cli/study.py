@@ -17,6 +17,10 @@ def cmd_study_run(args) -> int:
     from fairl.study.spec import load_study  # light: a broken file is told in well under 2 s
 
     load_study(args.study_file)
+    if args.store_timeout is not None:
+        from fairl.outage import set_store_timeout
+
+        set_store_timeout(args.store_timeout)  # the workers inherit it
     from fairl.study.runner import run_study  # heavy: optuna, torch
 
     # SIGTERM (kill, systemd, a batch system) = Ctrl-C; both wait out a trial's bookkeeping
@@ -127,6 +131,10 @@ def add_commands(commands) -> None:
     run.add_argument("--storage", help=storage_help)
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
                                             "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")
+    run.add_argument("--store-timeout", type=float, metavar="SECONDS",
+                     help="how long a trial waits for an unreachable tracking server or "
+                          "database before the launch stops and re-queues it (default: "
+                          "$FAIRL_STORE_TIMEOUT or 600)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_study_run)
 
