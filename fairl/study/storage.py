@@ -21,7 +21,15 @@ on the storage (WholeJournalStorage, WholeRDBStorage), which a cut would leave h
 (fairl.process.interrupts). A study is done when COMPLETE trials plus FAIL trials that were
 not re-queued (errors such as a diverged fit, which would fail again) reach the trial count.
 At each launch (start and end), MLflow runs still RUNNING whose trial is no longer running
-(or whose launcher died) are set KILLED with the reason in their `error` tag.
+(or whose launcher died) are set KILLED with the reason in their `error` tag; at its start,
+trials that an error of a store failed (not their configuration: user attr `fail_store`) are
+re-queued too.
+
+Outages. Every call on an RDB storage (WholeRDBStorage, the study lock's session) waits out
+a database that does not answer (`rdb_unreachable`: a refused, reset or terminated
+connection, as in a restart) up to FAIRL_STORE_TIMEOUT (fairl.outage); a tell retried after
+its first try went in is not made again, and no heartbeat counts as stale while this process
+sees the database away or just back (no worker could write one then).
 """
 
 from __future__ import annotations

@@ -17,9 +17,7 @@ On PYTHONPATH only in those tests; does nothing unless FAIRL_FAULT is set:
   log_run, log_text, log_world_inputs, end_run of fairl.runs.write; log_reward_model; tell:
   Optuna's tell, in its grid sampler's after_trial), makes the file `FAIRL_FAULT_MARK.POINT.N`
   and waits (up to 120 s) for `FAIRL_FAULT_MARK.POINT.N.go`: the test takes a store away in
-  between, so the call meets the outage;
-* `store_refuses:N`: trial N's world inputs go to MLflow with a dataset name longer than the
-  store allows: the store refuses the write (a real error, not the configuration's).
+  between, so the call meets the outage.
 """
 
 import os
@@ -124,12 +122,3 @@ if _FAULT:
             return _grid_after_trial(self, study, trial, state, values)
 
         GridSampler.after_trial = _after_trial_paused
-    if _kind == "store_refuses":
-        _log_world_inputs = _write.log_world_inputs
-
-        def _refused_world_inputs(uri, run_id, world, *args, **kwargs):
-            if _current["trial"] == _arg:
-                world = "w" * 600  # MLflow takes dataset names up to 500 characters
-            return _log_world_inputs(uri, run_id, world, *args, **kwargs)
-
-        _write.log_world_inputs = _refused_world_inputs

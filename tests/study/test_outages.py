@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -193,30 +197,103 @@ def test_a_hung_server_at_every_point_of_a_trial(server, store, tmp_path):
     check_whole(server.url, "hung")
 
 
-def test_a_store_error_is_not_the_configurations_and_the_exit_code_says_so(store, tmp_path):
-    """The store refuses trial 1's write (a real MLflow error, injected): the trial fails,
-    marked as the store's; the launch exits 1 saying so; the next launch runs it again."""
-    path, mark = write_study(tmp_path, "refused"), tmp_path / "mark"
-    from fairl.runs.store import default_tracking_uri
+class AnswerLosingProxy:
+    """A TCP proxy to the server that, once for each POST endpoint in `lose`, passes the
+    request on and, when the server's answer comes, resets the connection instead: the
+    server made the thing, the client never hears so (a connection cut at the worst time)."""
 
-    uri = default_tracking_uri()
-    run = launch(path, uri, "store_refuses:1", mark, 20)
-    output = run.communicate(timeout=300)[0]
-    assert run.returncode == 1, output
-    assert "refused: trial 1 failed: MlflowException" in output, output
-    assert "not the configuration" in output, output
-    assert "1 trial(s) FAILED for a reason that is not their configuration" in output, output
+    def __init__(self, port: int):
+        self.target, self.lose, self.lost = port, set(), []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        cut = threading.Event()
+
+        def requests_up() -> None:
+            try:
+                while data := client.recv(65536):
+                    line = re.match(rb"POST /api/[\d.]+/mlflow/([\w/-]+) ", data)
+                    if line and line.group(1).decode() in self.lose:
+                        self.lose.discard(line.group(1).decode())
+                        self.lost.append(line.group(1).decode())
+                        cut.set()
+                    upstream.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=requests_up, daemon=True).start()
+        try:
+            while data := upstream.recv(65536):
+                if cut.is_set():  # the answer: reset the client's connection instead
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    break
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+
+def test_a_create_whose_answer_is_lost_is_found_not_made_twice(server, monkeypatch, capsys):
+    from fairl.runs.store import client, experiment_id
+
+    monkeypatch.setenv("FAIRL_STORE_TIMEOUT", "30")
+    proxy = AnswerLosingProxy(server.port)
+    experiment = experiment_id(proxy.url, "lost")
+    proxy.lose = {"runs/create", "logged-models", "runs/outputs"}
+    run_id = write.start_run(proxy.url, experiment, "run", {"kind": "test"})
+    model = write.start_logged_model(proxy.url, experiment, run_id, "reward", {})
+    assert sorted(proxy.lost) == ["logged-models", "runs/create", "runs/outputs"]  # all 3 cut
+    assert capsys.readouterr().err.count(f"MLflow tracking server {proxy.url} unreachable") == 3
+    direct = client(server.url)
+    assert [run.info.run_id for run in direct.search_runs([experiment])] == [run_id]
+    assert [m.model_id for m in direct.search_logged_models([experiment])] == [model.model_id]
+    assert [output.model_id for output in direct.get_run(run_id).outputs.model_outputs] == \
+        [model.model_id]
+
+
+def test_a_store_error_is_not_the_configurations_and_the_exit_code_says_so(store, tmp_path,
+                                                                           monkeypatch, capsys):
+    """The store refuses trial 1's write (a real MLflow error: a dataset name longer than it
+    takes): the trial fails, marked as the store's; the launch exits 1 saying so; the next
+    launch runs it again."""
+    from fairl.cli import main
+    from fairl.runs.store import client, default_tracking_uri
+
+    path, uri = write_study(tmp_path, "refused"), default_tracking_uri()
+    log_world_inputs = write.log_world_inputs
+
+    def refused_for_trial_1(uri, run_id, world, *args):
+        if client(uri).get_run(run_id).data.tags["trial_number"] == "1":
+            world = "w" * 600  # MLflow takes dataset names of up to 500 characters
+        return log_world_inputs(uri, run_id, world, *args)
+
+    monkeypatch.setattr(write, "log_world_inputs", refused_for_trial_1)
+    assert main(["study", "run", str(path), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "refused: trial 1 failed: MlflowException: 'name' exceeds the maximum length" \
+        in captured.err, captured
+    assert f"(raised by MLflow store {uri}, not the configuration)" in captured.err, captured
+    assert "1 trial(s) FAILED for a reason that is not their configuration" in captured.out
     trials = trials_of("refused")
-    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["fail_store"].startswith(
-        "MLflow store sqlite:")
+    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["fail_store"] == \
+        f"MLflow store {uri}"
     failed = [r for r in runs_of(uri, "refused") if r.data.tags["trial_number"] == "1"]
     assert [r.info.status for r in failed] == [write.FAILED]
 
-    rerun = launch(path, uri, None, mark, 20)
-    output = rerun.communicate(timeout=300)[0]
-    assert rerun.returncode == 0, output
-    assert "trial 1: failed by MLflow store" in output, output  # re-queued at the start
+    monkeypatch.setattr(write, "log_world_inputs", log_world_inputs)
+    assert main(["study", "run", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"trial 1: failed by MLflow store {uri}, not its configuration; re-queued" in out, out
     trials = trials_of("refused")
     assert sum(t.state.name == "COMPLETE" for t in trials) == 4
-    assert [t.system_attrs.get("failed_trial") for t in trials if t.state.name == "COMPLETE"
-            and t.number > 3] == [1]
+    assert [t.system_attrs.get("failed_trial") for t in trials[4:]] == [1]
