@@ -17,10 +17,14 @@ def cmd_study_run(args) -> int:
     from fairl.study.spec import load_study  # light: a broken file is told in well under 2 s
 
     load_study(args.study_file)
-    if args.store_timeout is not None:
-        from fairl.outage import set_store_timeout
+    from fairl import outage  # light
 
-        set_store_timeout(args.store_timeout)  # the workers inherit it
+    if args.store_timeout is not None:
+        if not 0 < args.store_timeout < float("inf"):
+            raise ConfigError(f"--store-timeout: seconds to wait for an unreachable store, a "
+                              f"number > 0 (got {args.store_timeout:g})")
+        outage.set_store_timeout(args.store_timeout)  # the workers inherit it
+    outage.store_timeout()  # a bad FAIRL_STORE_TIMEOUT, before any heavy import
     from fairl.study.runner import run_study  # heavy: optuna, torch
 
     # SIGTERM (kill, systemd, a batch system) = Ctrl-C; both wait out a trial's bookkeeping
