@@ -100,7 +100,8 @@ def wait_out(store: str, call: Callable[[], T], unreachable: Callable[[BaseExcep
                 result = call()
         except Exception as error:
             why = unreachable(error)
-            if why is None:
+            if why is None:  # the store answered, with an error of its own
+                _answered(store)
                 raise
             tries += 1
             _wait(store, why, tries, error)
@@ -149,11 +150,6 @@ def _answered(store: str) -> None:
     if outage is not None and outage.reported is not None:
         _say(f"fairl: {store} answers again after {time.time() - outage.since:.0f} s; "
              f"{_TASK[0] or 'the launch'} goes on")
-
-
-def is_down(store: str) -> bool:
-    """Did this process give up on `store` (no call on it has succeeded since)?"""
-    return store in _DOWN or _STOPPED[0]
 
 
 def stop_waiting() -> None:

@@ -67,8 +67,8 @@ class WorkerContext:
 
 def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
     """One trial: resolve, fit every seed, log one MLflow run; returns the mean objective(s)."""
-    # Recorded before the lock is released: a RUNNING trial without it has a dead worker.
     outage.set_task(f"trial {trial.number} of {study.name}")  # what a store outage holds up
+    # Recorded before the lock is released: a RUNNING trial without it has a dead worker.
     trial.set_user_attr("worker", worker_identity())
     lock.release()
     spec, uri = study.spec, context.tracking_uri
