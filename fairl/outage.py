@@ -100,8 +100,9 @@ def wait_out(store: str, call: Callable[[], T], unreachable: Callable[[BaseExcep
                 result = call()
         except Exception as error:
             why = unreachable(error)
-            if why is None:  # the store answered, with an error of its own
-                _answered(store)
+            if why is None:
+                if given_up(error) is None:  # the store answered, with an error of its own
+                    _answered(store)
                 raise
             tries += 1
             _wait(store, why, tries, error)

@@ -66,7 +66,10 @@ def test_past_the_deadline_it_gives_up_then_tries_once(monkeypatch, capsys):
 
     with pytest.raises(outage.StoreUnreachable, match="store B still unreachable"):
         outage.wait_out("store B", counted, why)  # the launch's cleanup: no second wait
-    assert tries == [1]
+    for _ in range(2):  # a wait inside a wait (Optuna's calls nest) leaves the store given up
+        with pytest.raises(outage.StoreUnreachable, match="store B still unreachable"):
+            outage.wait_out("store B", lambda: outage.wait_out("store B", counted, why), why)
+    assert tries == [1, 1, 1]
     assert outage.wait_out("store B", lambda: 5, why) == 5  # it answers: waited for again
     tries.clear()
 
