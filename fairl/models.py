@@ -32,7 +32,7 @@ from fairl.irl import FitConfig, FitResult
 from fairl.lm.encode import encode, get_encoder
 from fairl.runs.read import seeds_of
 from fairl.runs.store import client
-from fairl.runs.write import local_dir, write_files
+from fairl.runs.write import local_dir, start_logged_model, write_files
 
 ARTIFACT = "reward"  # the model's name in a trial run: runs:/<run id>/reward
 HEADS_FILE = "heads.npz"
@@ -138,7 +138,7 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
     changes them fails there; tests/study/test_study.py loads every trial's model, predicts,
     and sends its serving input example through mlflow's serving path.
     """
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.entities import LoggedModelStatus
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # remote uploads
@@ -148,9 +148,7 @@ def log_reward_model(uri: str, run_id: str, results: dict[int, FitResult], best_
         experiment_id = mlflow_client.get_run(run_id).info.experiment_id
     # Made here, in the run's experiment: MLflow's runs table lists, in its Models column, the
     # models of the run's own experiment whose source run it is.
-    model = mlflow_client.create_logged_model(experiment_id, name=ARTIFACT,
-                                              source_run_id=run_id, params=params or {})
-    mlflow_client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    model = start_logged_model(uri, experiment_id, run_id, ARTIFACT, params or {})
     try:
         files = model_files(encoder, dim, example, results, best_seed,
                             run_id=run_id, model_id=model.model_id,

@@ -16,6 +16,7 @@ class _Interrupts:
     def __init__(self) -> None:
         self.allowed: list[bool] = [True]
         self.pending = False
+        self.received = False  # a stop signal came (until its handler is taken down)
 
     def raise_pending(self) -> None:
         if self.pending and self.allowed[-1]:
@@ -52,6 +53,12 @@ def stop_pending() -> bool:
     return _INTERRUPTS.pending
 
 
+def stopping() -> bool:
+    """Did a stop signal (Ctrl-C, SIGTERM) arrive? The process is then on its way out: a
+    wait for an unreachable store (fairl.outage) ends at once."""
+    return _INTERRUPTS.received
+
+
 @contextlib.contextmanager
 def interrupt_on_sigterm(sigint: bool = False):
     """SIGTERM (and SIGINT with `sigint`) raises KeyboardInterrupt, as Ctrl-C does (the
@@ -62,7 +69,7 @@ def interrupt_on_sigterm(sigint: bool = False):
     def stop(signum, _frame):
         if not received:
             received.append(signum)
-            _INTERRUPTS.pending = True
+            _INTERRUPTS.received = _INTERRUPTS.pending = True
             _INTERRUPTS.raise_pending()
 
     # SIGINT ignored at start (a shell's background job) stays ignored.
@@ -74,7 +81,7 @@ def interrupt_on_sigterm(sigint: bool = False):
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        _INTERRUPTS.pending = False
+        _INTERRUPTS.pending = _INTERRUPTS.received = False
 
 
 def die_with_parent() -> None:

@@ -125,6 +125,17 @@ def postgres_or_skip():
         yield url
 
 
+_PG_CTL: dict[str, list[str]] = {}  # server URL (no database) -> its pg_ctl command line
+
+
+def pg_ctl(url: str, action: str) -> None:
+    """`pg_ctl stop -m fast` (every session terminated, as a restart does) or `start` (waits
+    until it accepts connections) on the cluster of a postgres_server() URL."""
+    command = _PG_CTL[url.rpartition("/")[0]] + (["-m", "fast", "stop"] if action == "stop"
+                                                  else [action])
+    subprocess.run(command, check=True, capture_output=True)
+
+
 @contextlib.contextmanager
 def postgres_server():
     """A throwaway PostgreSQL cluster on a free loopback port; yields its URL."""
@@ -143,9 +154,9 @@ def postgres_server():
                                   "-U", "fairl", "-E", "UTF8", "--no-sync"],
                        check=True, capture_output=True)
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l",
-                                  str(root / "server.log"), "-w", "-t", "60", "-o", options,
-                                  "start"], check=True, capture_output=True)
+        pg_ctl = as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l",
+                            str(root / "server.log"), "-w", "-t", "60", "-o", options]
+        subprocess.run(pg_ctl + ["start"], check=True, capture_output=True)
         import psycopg2
 
         connection = psycopg2.connect(host="127.0.0.1", port=port, user="fairl",
@@ -154,7 +165,9 @@ def postgres_server():
         with connection.cursor() as cursor:
             cursor.execute("CREATE DATABASE fairl")
         connection.close()
-        yield f"postgresql://fairl@127.0.0.1:{port}/fairl"
+        url = f"postgresql://fairl@127.0.0.1:{port}/fairl"
+        _PG_CTL[url.rpartition("/")[0]] = pg_ctl
+        yield url
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m",
@@ -181,3 +194,47 @@ def serve(command: list[str], url: str, log: Path, timeout: float,
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     raise RuntimeError(f"{url} not up in {timeout:.0f} s:\n{log.read_text()}")
+
+
+class MlflowServer:
+    """A real `mlflow server` on a free port (a SQLite backend copied from the session's
+    template db, so no schema is made; served artifacts) that a test takes away and brings
+    back: `kill` (SIGKILL, connections refused), `pause`/`resume` (SIGSTOP/SIGCONT: a hung
+    server, requests time out and are answered late), `start` (same port and backend)."""
+
+    def __init__(self, root: Path, template_root: Path):
+        self.root = root
+        self.backend = fresh_store(root / "backend", template_root)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        import sys
+
+        command = [str(Path(sys.executable).with_name("mlflow")), "server",
+                   "--backend-store-uri", self.backend, "--serve-artifacts",
+                   "--artifacts-destination", str(self.root / "artifacts"),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no huey consumers to outlive it
+        self.process = serve(command, f"{self.url}/health", self.root / "server.log", 120, env)
+
+    def _signal(self, number: int) -> None:
+        os.killpg(self.process.pid, number)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        self.process.wait()
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
+            self.kill()

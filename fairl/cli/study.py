@@ -23,6 +23,14 @@ def cmd_study_run(args) -> int:
     except StudySkipped as skipped:
         print(skipped)
         return 0
+    from fairl import outage  # light
+
+    if args.store_timeout is not None:
+        if not 0 < args.store_timeout < float("inf"):
+            raise ConfigError(f"--store-timeout: seconds to wait for an unreachable store, a "
+                              f"number > 0 (got {args.store_timeout:g})")
+        outage.set_store_timeout(args.store_timeout)  # the workers inherit it
+    outage.store_timeout()  # a bad FAIRL_STORE_TIMEOUT, before any heavy import
     from fairl.study.runner import run_study  # heavy: optuna, torch
 
     # SIGTERM (kill, systemd, a batch system) = Ctrl-C; both wait out a trial's bookkeeping
@@ -135,6 +143,10 @@ def add_commands(commands) -> None:
     run.add_argument("--storage", help=storage_help)
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
                                             "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")
+    run.add_argument("--store-timeout", type=float, metavar="SECONDS",
+                     help="how long a trial waits for an unreachable tracking server or "
+                          "database before the launch stops and re-queues it (default: "
+                          "$FAIRL_STORE_TIMEOUT or 600)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--world", metavar="SPEC",
                      help="run the study on this world instead of its own: sir:beta=0.5, "

@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from fairl.paths import StoreError, mlruns_dir
+from fairl.runs.watch import WatchedClient
 
 
 def default_tracking_uri() -> str:
@@ -37,20 +38,24 @@ def artifact_root(uri: str) -> str | None:
 
 
 @functools.cache
-def client(uri: str):
-    """An MlflowClient for `uri` (one per process; creating the db schema takes seconds once).
+def client(uri: str) -> WatchedClient:
+    """The MlflowClient for `uri`, watched (one per process; a new db's schema takes seconds).
 
-    A local SQLite store is opened under an fcntl lock beside it (`.mlflow.db.lock`), and its
-    schema made there if new, so concurrent launches on a fresh store never race to create
-    it; a half-made store (schema creation cut short) is refused (StoreError)."""
+    Every call on it waits out an outage of a tracking server (fairl.runs.watch). A local
+    SQLite store is opened under an fcntl lock beside it (`.mlflow.db.lock`), and its schema
+    made there if new, so concurrent launches on a fresh store never race to create it; a
+    half-made store (schema creation cut short) is refused (StoreError)."""
     # No network here: MLflow 3 otherwise tries to send usage telemetry.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Its "View run / View experiment" lines on every run's end (HTTP stores): 2 per trial;
+    # `fairl study run` prints the runs table's link once instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient  # heavy (~2 s): only when a run is touched
     from sqlalchemy.exc import OperationalError
 
     if not uri.startswith("sqlite:///"):
-        return MlflowClient(tracking_uri=uri)
+        return WatchedClient(MlflowClient(tracking_uri=uri), uri)
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(database.with_name(f".{database.name}.lock"), "a") as lock:
@@ -64,7 +69,7 @@ def client(uri: str):
             raise StoreError(f"{database}: MLflow cannot open or create it: {_first_line(error)}"
                              "; free space if the disk is full, back the file up, then restore "
                              f"it or run `mlflow db upgrade {uri}`") from error
-    return mlflow_client
+    return WatchedClient(mlflow_client, uri)
 
 
 def _first_line(error: BaseException) -> str:

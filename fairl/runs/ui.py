@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from fairl.paths import redact
 from fairl.process import interrupt_on_sigterm
-from fairl.runs.store import artifact_root, client, runs_url
+from fairl.runs.store import artifact_root, client, default_tracking_uri, runs_url
 
 # MLflow's switch for its job runner and huey consumers (mlflow.environment_variables).
 NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -99,6 +100,15 @@ def _wait_gone(leader: int, known: dict[int, str], timeout: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
+
+
+def runs_link(uri: str, experiment: str) -> str:
+    """Where experiment `experiment`'s runs table opens: on the tracking server itself, or
+    (another store) on the UI `fairl ui` serves, saying so."""
+    if uri.startswith(("http://", "https://")):
+        return runs_url(uri, experiment)
+    flag = "" if uri == default_tracking_uri() else f" --tracking-uri {redact(uri)}"
+    return f"{runs_url('http://127.0.0.1:5000', experiment)} (served by `fairl ui{flag}`)"
 
 
 def ui_banner(uri: str, base: str, experiments) -> str:

@@ -12,7 +12,8 @@ whole configuration evaluated on every seed of the study:
   dataset_hash, config_id, trial_number, optuna_* links, worker, git_commit, git_dirty,
   fairl_version, torch_threads (the fit's results depend on the thread count: another count
   rounds MKL's products differently, and a sampled failure set can amplify one bit into
-  another trajectory; `--workers K` gives each worker cores // K threads);
+  another trajectory; `--workers K` gives each worker cores // K threads), run_key (a random
+  id: a create retried after a server outage finds the run it made, `start_run`);
 * artifacts: config.yaml (the resolved configuration), history.csv (every seed, every
   round), failures.csv (top-k pairs by rounds spent in F_t, with r* of both outputs and text
   when the world has them), rewards.npz (each seed's fitted heads and its rewards of every
@@ -37,6 +38,7 @@ import os
 import tempfile
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -60,14 +62,56 @@ RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
 def start_run(uri: str, experiment: str, name: str, tags: dict[str, str],
               parent_run_id: str | None = None) -> str:
-    """Create a RUNNING run (nested under `parent_run_id` if given); returns its id."""
+    """Create a RUNNING run (nested under `parent_run_id` if given); returns its id.
+
+    Its tag run_key (random) finds the run when a create retried after an outage had gone
+    in (its answer lost): never two runs for one start."""
+    key = uuid.uuid4().hex
     tags = {**tags, "mlflow.runName": name, "mlflow.source.name": "fairl",
-            "mlflow.source.type": "LOCAL", "mlflow.user": os.environ.get("USER", "fairl")}
+            "mlflow.source.type": "LOCAL", "mlflow.user": os.environ.get("USER", "fairl"),
+            "run_key": key}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    run = client(uri).create_run(experiment, run_name=name, tags=tags)
+    mlflow_client = client(uri)
+
+    def made() -> Any:
+        found = mlflow_client.raw.search_runs([experiment], f"tags.run_key = '{key}'",
+                                              max_results=1)
+        return found[0] if found else None
+
+    run = mlflow_client.wait_out(
+        lambda: mlflow_client.raw.create_run(experiment, run_name=name, tags=tags), made)
     _ARTIFACT_URIS[run.info.run_id] = run.info.artifact_uri
     return run.info.run_id
+
+
+def start_logged_model(uri: str, experiment: str, run_id: str, name: str,
+                       params: dict[str, str]) -> Any:
+    """A PENDING LoggedModel `name` made in `experiment` from run `run_id` and linked as its
+    output (MLflow's runs table lists it in the Models column); a create or link retried
+    after an outage that had gone in is found, never made twice."""
+    from mlflow.entities import LoggedModelOutput  # heavy: see fairl.runs.store.client
+
+    mlflow_client = client(uri)
+    raw = mlflow_client.raw
+
+    def made() -> Any:
+        found = raw.search_logged_models(
+            [experiment], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'",
+            max_results=1)
+        return found[0] if found else None
+
+    model = mlflow_client.wait_out(
+        lambda: raw.create_logged_model(experiment, name=name, source_run_id=run_id,
+                                        params=params), made)
+
+    def linked() -> bool | None:
+        outputs = getattr(raw.get_run(run_id).outputs, "model_outputs", None) or []
+        return True if any(output.model_id == model.model_id for output in outputs) else None
+
+    mlflow_client.wait_out(
+        lambda: raw.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)]), linked)
+    return model
 
 
 _ARTIFACT_URIS: dict[str, str] = {}  # run id -> artifact URI, for runs started here

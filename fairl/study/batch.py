@@ -15,6 +15,7 @@ thread has finished the trial it is on. A failed trial is FAILED with its run, a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -22,6 +23,7 @@ import time
 
 import optuna
 
+from fairl import outage
 from fairl.experiment import score, training_pairs
 from fairl.irl.fit import fit_many
 from fairl.process import interrupts, stop_pending
@@ -30,6 +32,7 @@ from fairl.study.pruning import Pruned, SideBySideMonitor
 from fairl.study.spec import Study
 from fairl.study.storage import Tally, reap_trials, start_heartbeat, tally
 from fairl.study.trial import (
+    StoreFault,
     WorkerContext,
     _fail_trial,
     _interrupted,
@@ -37,6 +40,7 @@ from fairl.study.trial import (
     finish_trial,
     seed_metrics,
     start_trial,
+    store_fault,
     summarise,
 )
 from fairl.worlds import load_world
@@ -84,15 +88,23 @@ def _run_batch(batch: list[_Trial], study: Study, context: WorkerContext, logger
     """Start, fit and hand to the logger every trial of `batch`; a stop re-queues the untold."""
     try:
         with interrupts(True):
+            outage.set_task(f"trials {', '.join(str(item.trial.number) for item in batch)} "
+                            f"of {study.name}")  # what a store outage holds up
             for item in batch:
                 try:
                     item.run_id, item.config = start_trial(item.trial, study, context,
                                                            fit_batch=len(batch))
-                except Exception as error:  # noqa: BLE001 (this trial's, as unbatched)
+                except Exception as error:
+                    if (fault := store_fault(error)) is not None:
+                        raise fault from error  # untold trials re-queued (below), not failed
                     item.outcome = error
             _fit(batch, study)
         for item in batch:
             logger.put(item)
+    except StoreFault:  # the launch stops; the untold trials stay RUNNING for its last reap
+        with contextlib.suppress(StoreFault):  # the logger meets the same fault: raise one
+            logger.close()
+        raise
     except BaseException:
         untold = {id(item): item for item in batch + logger.drain() if not item.told}
         logger.close()  # the trial being logged ends whole
@@ -214,7 +226,11 @@ class _Logger:
         else:
             try:
                 values = finish_trial(study, context, item.run_id, item.config, *outcome)
-            except Exception as error:  # noqa: BLE001 (the trial fails, as unbatched)
+            except Exception as error:
+                if (fault := store_fault(error)) is not None:
+                    # A disk or store fault stops the launch (the main thread raises it); the
+                    # trial stays RUNNING and untold, and the launch's last reap re-queues it.
+                    raise fault from error
                 state = optuna.trial.TrialState.FAIL
                 _fail_trial(item.trial, study.name, uri, item.run_id, item.config, error)
         with self.guard, self.lock:  # its run is whole (FINISHED) before Optuna hears of it

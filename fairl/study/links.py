@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from fairl.outage import StoreUnreachable
 from fairl.paths import StoreError, redact
 from fairl.runs import write as runs
 from fairl.runs.read import search
@@ -83,8 +84,15 @@ def _check_links(name: str, storage: str, uri: str, trials, trial_runs) -> None:
 
 def run_killer(uri: str, experiment: str, launch_run: str | None, study: str, storage: str,
                tags: dict[str, str]):
-    """`on_killed(trial, reason)` for reap_trials: the trial's run (made if it has none) KILLED."""
-    def on_killed(trial, reason: str) -> str:
+    """`on_killed(trial, reason)` for reap_trials: the trial's run (made if it has none)
+    KILLED; with the MLflow server away, left for a later reap (fairl.runs.reap)."""
+    def on_killed(trial, reason: str) -> str | None:
+        try:
+            return _kill(trial, reason)
+        except StoreUnreachable:  # the trial is re-queued all the same; a later reap
+            return trial.user_attrs.get("mlflow_run_id")  # (reap_runs) KILLs its run
+
+    def _kill(trial, reason: str) -> str:
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id is None:  # the worker died before starting it, or before linking it
             found = search(uri, experiment, f"tags.kind = 'trial' and "

@@ -29,9 +29,11 @@ import optuna
 import yaml
 from tqdm import tqdm
 
+from fairl import outage
 from fairl.config import ConfigError
 from fairl.devices import numpy_blas_threads
 from fairl.irl.config import FitConfig
+from fairl.outage import StoreUnreachable
 from fairl.paths import redact
 from fairl.process import interrupts, stop_pending
 from fairl.runs import write as runs
@@ -39,6 +41,7 @@ from fairl.runs.provenance import environment_tags, worker_alive, worker_identit
 from fairl.runs.read import MissingStudy, load_study_runs
 from fairl.runs.reap import reap_runs
 from fairl.runs.store import experiment_id, resolve_tracking_uri
+from fairl.runs.ui import runs_link
 from fairl.study.batch import work_batched
 from fairl.study.links import check_stores, run_killer
 from fairl.study.pruning import make_pruner
@@ -52,6 +55,7 @@ from fairl.study.storage import (
     open_study,
     reap_trials,
     resolve_storage,
+    store_failures,
     tally,
 )
 from fairl.study.trial import DISK_ERRNOS, StoreFault, WorkerContext, _torch_threads, objective
@@ -84,6 +88,7 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
     raw, notes = study_on_world(path, world)  # its own world, or `world`; tagged world_id/hash
     study = load_study(path, raw)  # every config error surfaces here, before any store is touched
     target = _check_launch(study, trials, workers, batch)
+    outage.store_timeout()  # a bad FAIRL_STORE_TIMEOUT is told now
     storage = resolve_storage(storage)
     uri = resolve_tracking_uri(tracking_uri)
     check_stores(study.name, storage, uri)  # before the study exists: nothing half-made
@@ -93,6 +98,7 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
                           "optuna_storage": redact(storage)})
     study_obj.set_user_attr("mlflow_experiment_id", experiment)
     study_obj.set_user_attr("mlflow_tracking_uri", redact(uri))
+    print(f"{study.name}: runs table {runs_link(uri, experiment)}", flush=True)
     env_tags = environment_tags()
     launch_run = runs.start_run(
         uri, experiment, time.strftime("launch-%Y%m%d-%H%M%S"),
@@ -105,8 +111,8 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
     runs.log_text(uri, launch_run, yaml.safe_dump(study.raw, sort_keys=False), "study.yaml")
     context = WorkerContext(str(path), study.raw, storage, uri, experiment, launch_run, target,
                             workers=workers, batch=batch or study.spec.batch, env_tags=env_tags)
-    messages = notes + _reap(study_obj, context)
-    status, counts = runs.FAILED, Tally()
+    messages = notes + _reap(study_obj, context, retry_store_failures=True)
+    status, counts, fault = runs.FAILED, Tally(), None
     try:
         messages += _launch(study_obj, context, workers, progress)
         unfinished, notes = _finish(study_obj, context)
@@ -115,19 +121,55 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
     except KeyboardInterrupt:
         status = runs.KILLED
         raise
+    except StoreUnreachable as error:  # the launch stops as for a disk error; said below
+        fault = error
     finally:
-        messages += _reap(study_obj, context)
-        counts = tally(study_obj.get_trials(deepcopy=False))
+        # After an outage the stores are tried once each (fairl.outage): what is away is
+        # left to the next launch (the trial's re-queue, its run's KILLED, this run's end).
+        reaped = _unless_away(fault, lambda: _reap(study_obj, context), [])
+        messages += reaped
+        counts = _unless_away(fault, lambda: tally(study_obj.get_trials(deepcopy=False)), counts)
         if status == runs.FAILED and counts.done < target:
             messages.append(f"study stopped at {counts.done}/{target} trials; rerun to continue")
         summary = {"trials_complete": counts.complete, "trials_failed": counts.failed,
                    "trials_requeued": counts.requeued, "trials_pruned": counts.pruned}
-        summary.update(_best_values(study_obj, study.spec.metrics))
-        if status != runs.KILLED:
+        summary.update(_unless_away(fault, lambda: _best_values(study_obj, study.spec.metrics), {}))
+        if status == runs.FINISHED and (faulted := _store_failures(study_obj)):
+            status = runs.FAILED  # not the configurations' fault: the exit code says so
+            messages.append(faulted)
+        if status != runs.KILLED and fault is None:
             messages += conclude(study, uri, launch_run)
-        runs.log_run(uri, launch_run, metrics=summary)
-        runs.end_run(uri, launch_run, status)
+        _unless_away(fault, lambda: runs.log_run(uri, launch_run, metrics=summary))
+        _unless_away(fault, lambda: runs.end_run(uri, launch_run, status))
+    if fault is not None:
+        requeued = [line.split(":")[0] for line in reaped if line.endswith("re-queued")]
+        raise StoreUnreachable(fault.store, f"{fault}; the launch stopped, "
+                               f"{', '.join(requeued) or 'the waiting trial'} re-queued (not "
+                               "failed); rerun the same command once it answers") from fault
     return LaunchReport(study.name, target, counts, launch_run, experiment, status, messages)
+
+
+def _unless_away(fault, call, default=None):
+    """`call()`; `default` if a store the launch stopped on (`fault`) still does not answer."""
+    try:
+        return call()
+    except StoreUnreachable:
+        if fault is None:
+            raise
+        return default
+
+
+def _store_failures(study_obj) -> str | None:
+    """The note on trials that failed by a store's error, not their configuration's; None if
+    there are none. The next launch re-queues them (fairl.study.storage.reap_trials)."""
+    failed = store_failures(study_obj.get_trials(deepcopy=False))
+    if not failed:
+        return None
+    first = failed[0]
+    return (f"{len(failed)} trial(s) FAILED for a reason that is not their configuration: "
+            f"{first.user_attrs['fail_store']} raised an error (trial {first.number}: "
+            f"{first.user_attrs.get('fail_reason', '?')[:200]}); rerun the same command to "
+            "run them again")
 
 
 def conclude(study: Study, uri: str, launch_run: str) -> list[str]:
@@ -164,15 +206,19 @@ def _check_launch(study: Study, trials: int | None, workers: int, batch: int | N
     return target
 
 
-def _reap(study_obj, context: WorkerContext) -> list[str]:
+def _reap(study_obj, context: WorkerContext, retry_store_failures: bool = False) -> list[str]:
     """Re-queue trials of dead workers (their runs KILLED), then KILLED orphaned MLflow runs."""
     lock = StudyLock(context.storage, study_obj.study_name)
     try:
         with lock, interrupts(False):  # a reap is never cut between a FAIL and its re-queue
-            messages = reap_trials(study_obj, _run_killer(context, study_obj.study_name))
+            messages = reap_trials(study_obj, _run_killer(context, study_obj.study_name),
+                                   retry_store_failures)
             states = {trial.number: (trial.state.name, trial.user_attrs.get("fairl_killed"))
                       for trial in study_obj.get_trials(deepcopy=False)}
-            return messages + reap_runs(context.tracking_uri, context.experiment, states)
+            try:
+                return messages + reap_runs(context.tracking_uri, context.experiment, states)
+            except StoreUnreachable:  # the trials are re-queued; their runs wait for the server
+                return messages
     finally:
         lock.close()
 
@@ -236,6 +282,10 @@ def _launch(study_obj, context: WorkerContext, workers: int, progress: bool) -> 
             for process in processes:
                 process.wait()
         show(tally(study_obj.get_trials(deepcopy=False)))
+        if any(process.returncode == 3 for process in processes):  # a store stayed away
+            outage.stop_waiting()  # this launch's cleanup tries each store once
+            raise StoreUnreachable("a store", "a worker stopped: a store did not answer "
+                                   "within FAIRL_STORE_TIMEOUT (its line above)")
         # Their trials were re-queued (by the other workers or _finish): a note, not a failure.
         return [f"worker {index} (pid {process.pid}) exited with {process.returncode}"
                 for index, process in enumerate(processes) if process.returncode != 0]
@@ -295,8 +345,13 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
     lock = StudyLock(context.storage, study_def.name)
     on_killed = _run_killer(context, study_def.name)
     if batched:
-        with numpy_blas_threads(_torch_threads()):
-            return work_batched(context, study_def, study, lock, on_killed, on_trial)
+        try:
+            with numpy_blas_threads(_torch_threads()):
+                return work_batched(context, study_def, study, lock, on_killed, on_trial)
+        except StoreFault as fault:  # as below: the launch stops, the trials are re-queued
+            raise fault.error from None
+        finally:
+            outage.set_task(None)
     parent = os.getppid()
     # Everything imported so far (torch, mlflow, sqlalchemy: ~0.5 M objects) leaves the
     # collector's view; full collections otherwise stall MLflow's many small ORM objects.
@@ -317,6 +372,12 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
                             objective, trial, study_def, context, lock), n_trials=1, catch=(Exception,))
                     except StoreFault as fault:
                         raise fault.error from None
+                    except Exception as error:  # e.g. Optuna's tell, on a database away
+                        if (unreachable := outage.given_up(error)) is not None:
+                            raise unreachable from None
+                        raise
+                    finally:
+                        outage.set_task(None)
                 if on_trial is not None:
                     on_trial(tally(study.get_trials(deepcopy=False)))
     finally:
@@ -325,13 +386,16 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
 
 
 def _stop_on_disk_error(function, *args):
-    """function(*args), a disk error (full, read-only) raised as StoreFault: the launch stops
-    and the trial, left RUNNING, is re-queued by the next reap instead of counted as failed."""
+    """function(*args), a disk error (full, read-only) or a store that stayed away raised as
+    StoreFault: the launch stops and the trial, left RUNNING, is re-queued by the next reap
+    instead of counted as failed."""
     try:
         return function(*args)
     except OSError as error:
         if error.errno in DISK_ERRNOS:
             raise StoreFault(error) from error
         raise
+    except StoreUnreachable as error:
+        raise StoreFault(error) from error
 
 

@@ -21,7 +21,15 @@ on the storage (WholeJournalStorage, WholeRDBStorage), which a cut would leave h
 (fairl.process.interrupts). A study is done when COMPLETE trials plus FAIL trials that were
 not re-queued (errors such as a diverged fit, which would fail again) reach the trial count.
 At each launch (start and end), MLflow runs still RUNNING whose trial is no longer running
-(or whose launcher died) are set KILLED with the reason in their `error` tag.
+(or whose launcher died) are set KILLED with the reason in their `error` tag; at its start,
+trials that an error of a store failed (not their configuration: user attr `fail_store`) are
+re-queued too.
+
+Outages. Every call on an RDB storage (WholeRDBStorage, the study lock's session) waits out
+a database that does not answer (`rdb_unreachable`: a refused, reset or terminated
+connection, as in a restart) up to FAIRL_STORE_TIMEOUT (fairl.outage); a tell retried after
+its first try went in is not made again, and no heartbeat counts as stale while this process
+sees the database away or just back (no worker could write one then).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -46,6 +55,7 @@ from optuna.storages._heartbeat import (
 from optuna.storages.journal import JournalStorage
 from optuna.trial import TrialState
 
+from fairl import outage
 from fairl.config import ConfigError
 from fairl.paths import mlruns_dir, redact
 from fairl.process import interrupts
@@ -92,10 +102,10 @@ def open_storage(storage: str, study: str | None = None):
         lock = StudyLock(storage, "optuna-schema")
         try:
             with lock:
-                return WholeRDBStorage(
+                return outage.wait_out(rdb_store(storage), lambda: WholeRDBStorage(
                     sqlalchemy_url(storage), engine_kwargs={"pool_pre_ping": True},
                     heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                    heartbeat_stale_trial_callback=requeue)
+                    heartbeat_stale_trial_callback=requeue), rdb_unreachable)
         finally:
             lock.close()
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
@@ -104,19 +114,58 @@ def open_storage(storage: str, study: str | None = None):
     return WholeJournalStorage(backend)
 
 
-def _whole_calls(cls: type) -> dict:
-    """`cls`'s public methods, each run with a stop signal waiting (fairl.process.interrupts)
-    until it returns."""
+def _whole_calls(cls: type, watched: bool = False, private: tuple[str, ...] = ()) -> dict:
+    """`cls`'s public methods and those named in `private`, each run with a stop signal
+    waiting (fairl.process.interrupts) until it returns; `watched`: each waits out an outage
+    of the database (fairl.outage)."""
 
-    def whole(method):
+    def whole(name, method):
         @functools.wraps(method)
-        def call(*args, **kwargs):
+        def call(self, *args, **kwargs):
             with interrupts(False):
-                return method(*args, **kwargs)
+                if watched:
+                    return _watched_call(self, name, method, args, kwargs)
+                return method(self, *args, **kwargs)
         return call
 
-    return {name: whole(getattr(cls, name)) for name in dir(cls)
-            if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(cls, name))}
+    return {name: whole(name, getattr(cls, name)) for name in dir(cls)
+            if (not name.startswith("_") or name in private)
+            and inspect.isfunction(inspect.getattr_static(cls, name))}
+
+
+def _watched_call(storage, name: str, method, args, kwargs):
+    """An RDB storage call through fairl.outage.wait_out. A tell retried after its first try
+    went in is not made again (Optuna would refuse it: the trial is finished); a heartbeat
+    that gives up returns (its thread goes on; the trial's own calls stop the launch)."""
+    already = None
+    if name == "set_trial_state_values":
+        bound = inspect.signature(method).bind(storage, *args, **kwargs).arguments
+        trial_id, state = bound["trial_id"], bound["state"]
+
+        def already():
+            stored = optuna.storages.RDBStorage.get_trial(storage, trial_id)
+            return True if stored.state == state and stored.state.is_finished() else None
+    store = rdb_store(storage.url)
+    try:
+        return outage.wait_out(store, lambda: method(storage, *args, **kwargs), rdb_unreachable,
+                               already)
+    except outage.StoreUnreachable:
+        if name == "record_heartbeat":
+            return None
+        raise
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+        outage.mark_refused(error, store)  # the database refused it: not a trial's fault
+        raise
+
+
+def _stale_unless_recovering(storage, study_id: int) -> list[int]:
+    """RDBStorage's stale trials, none while this process sees the database in an outage or
+    out of one for less than a grace period: no worker could write its heartbeat then."""
+    store = rdb_store(storage.url)
+    if outage.recovered_within(store, GRACE_SECONDS + HEARTBEAT_SECONDS):
+        return []
+    return outage.wait_out(store, lambda: optuna.storages.RDBStorage._get_stale_trial_ids(
+        storage, study_id), rdb_unreachable)
 
 
 # Every call on a study's storage ends whole, whatever stop signal lands in it; the signal is
@@ -129,8 +178,51 @@ def _whole_calls(cls: type) -> dict:
 # process, a slow database) wait for the signal as well: SIGKILL still stops them.
 WholeJournalStorage = type("WholeJournalStorage", (JournalStorage,),
                            {"__module__": __name__, **_whole_calls(JournalStorage)})
+# Optuna wraps an RDB storage in its _CachedStorage, which calls these private methods too.
+RDB_PRIVATE_CALLS = ("_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials")
 WholeRDBStorage = type("WholeRDBStorage", (optuna.storages.RDBStorage,),
-                       {"__module__": __name__, **_whole_calls(optuna.storages.RDBStorage)})
+                       {"__module__": __name__, "_get_stale_trial_ids": _stale_unless_recovering,
+                        **_whole_calls(optuna.storages.RDBStorage, True, RDB_PRIVATE_CALLS)})
+
+# An RDB that does not answer (fairl.outage): the connection refused, reset or cut (a restart
+# terminates every session), the server starting up or shutting down. Other database errors
+# (no such database, a refused password, bad data) are real and raised at once.
+LOST_CONNECTION = ("connection refused", "could not connect", "server closed the connection",
+                   "terminating connection", "the database system is", "ssl syscall",
+                   "eof detected", "connection reset", "no connection to the server",
+                   "connection already closed", "connection not open", "could not receive data",
+                   "could not send data", "timeout expired", "timed out", "lost connection",
+                   "gone away", "can't connect")
+NOT_LOST = ("does not exist", "authentication failed", "password", "permission denied",
+            "pg_hba.conf")
+LOST_SQLSTATES = ("57P01", "57P02", "57P03")  # admin / crash shutdown, cannot connect now
+
+
+def rdb_store(storage: str) -> str:
+    """How the watchdog's lines name an RDB storage (as given: without SQLAlchemy's driver)."""
+    url = re.sub(r"^(\w+)\+\w+://", r"\1://", str(storage))
+    return f"Optuna storage {redact(url)}"
+
+
+def rdb_unreachable(error: BaseException) -> str | None:
+    """Why the database did not answer (a short reason), or None for a real error."""
+    for link in outage.chain(error):
+        if isinstance(link, outage.StoreUnreachable):
+            return None
+        if isinstance(link, sqlalchemy.exc.DBAPIError):
+            text = (str(link.orig if link.orig is not None else link).strip().splitlines()
+                    or [type(link).__name__])[0].strip()
+            code = getattr(link.orig, "pgcode", None)
+            if link.connection_invalidated or (code and (code.startswith("08")
+                                                         or code in LOST_SQLSTATES)):
+                return text[:160]
+            lowered = text.lower()
+            if not code and any(sign in lowered for sign in LOST_CONNECTION) \
+                    and not any(sign in lowered for sign in NOT_LOST):
+                return text[:160]
+        elif isinstance(link, (ConnectionError, TimeoutError)):
+            return " ".join(str(link).split())[:160] or type(link).__name__
+    return None
 
 
 def _quiet_optuna() -> None:
@@ -179,24 +271,48 @@ class StudyLock:
         if self.kind == "file":
             self._file.close()  # closing drops the flock
             self._file = None
-        else:
+        elif self._connection is not None:  # once: a lost session took the lock with it
             self._sql("SELECT pg_advisory_unlock(:key)" if self.kind.startswith("postgres")
-                      else "SELECT RELEASE_LOCK(:key)")
+                      else "SELECT RELEASE_LOCK(:key)", wait=False)
 
-    def _sql(self, statement: str) -> None:
-        if self._connection is None:
-            engine = sqlalchemy.create_engine(sqlalchemy_url(self.storage),
-                                              poolclass=sqlalchemy.pool.NullPool,
-                                              isolation_level="AUTOCOMMIT")
-            self._connection = engine.connect()
+    def _sql(self, statement: str, wait: bool = True) -> None:
+        """`statement` on the lock's own session, waiting out an outage of the database
+        (`wait`); a lost session is dropped (the server released its locks with it)."""
         key = self._key if self.kind.startswith("postgres") else f"fairl:{self.study}"[:64]
-        self._connection.execute(sqlalchemy.text(statement), {"key": key}).fetchall()
+
+        def run() -> None:
+            if self._connection is None:
+                engine = sqlalchemy.create_engine(sqlalchemy_url(self.storage),
+                                                  poolclass=sqlalchemy.pool.NullPool,
+                                                  isolation_level="AUTOCOMMIT")
+                self._connection = engine.connect()
+            try:
+                self._connection.execute(sqlalchemy.text(statement), {"key": key}).fetchall()
+            except sqlalchemy.exc.DBAPIError as error:
+                if rdb_unreachable(error) is not None:
+                    self._drop()
+                raise
+
+        if wait:
+            outage.wait_out(rdb_store(self.storage), run, rdb_unreachable)
+            return
+        try:
+            run()
+        except sqlalchemy.exc.DBAPIError as error:
+            if rdb_unreachable(error) is None:
+                raise
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except sqlalchemy.exc.DBAPIError:
+                pass
 
     def close(self) -> None:
         self.release()
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._drop()
 
     def __enter__(self):
         self.acquire()
@@ -220,14 +336,17 @@ def requeue(study, trial) -> bool:
     return True
 
 
-def reap_trials(study, on_killed=None, busy: frozenset[int] = frozenset()) -> list[str]:
+def reap_trials(study, on_killed=None, busy: frozenset[int] = frozenset(),
+                retry_store_failures: bool = False) -> list[str]:
     """Fail and re-queue trials whose worker died (or that were interrupted); call under lock.
 
     `on_killed(trial, reason)` gives each trial failed here its MLflow run, KILLED with the
     reason (made if the worker died before it started one), and returns the run id. The
     caller runs no trial while it reaps, so a trial left RUNNING by its own process (a write
     that failed mid-trial) is reaped too, except the trial numbers in `busy` (a batched
-    worker's trials still being logged); one process runs one launch at a time."""
+    worker's trials still being logged); one process runs one launch at a time.
+    `retry_store_failures` (a launch's start): trials failed by an error a store raised (not
+    their configuration's; user attr fail_store) are re-queued too."""
     messages, me = [], worker_identity()
     stale = _stale_trial_ids(study)
     trials = study.get_trials(deepcopy=False)
@@ -253,6 +372,8 @@ def reap_trials(study, on_killed=None, busy: frozenset[int] = frozenset()) -> li
             # Interrupted, or failed here by an earlier reap that stopped before its re-queue.
             reason = "interrupted" if trial.user_attrs.get("fairl_interrupted") else \
                 trial.user_attrs["fairl_killed"]
+        elif retry_store_failures and store_failures([trial], requeued):
+            reason = f"failed by {trial.user_attrs['fail_store']}, not its configuration"
         else:
             continue
         if requeue(study, study._storage.get_trial(trial._trial_id)):
@@ -285,6 +406,13 @@ def _fail_dead(study, trial, reason: str, on_killed) -> bool:
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
     return True
+
+
+def store_failures(trials, requeued: set[int] | None = None) -> list:
+    """FAIL trials, not re-queued, that an error of a store failed (not their configuration)."""
+    requeued = _requeued(trials) if requeued is None else requeued
+    return [trial for trial in trials if trial.state == TrialState.FAIL
+            and "fail_store" in trial.user_attrs and trial.number not in requeued]
 
 
 def _requeued(trials) -> set[int]:

@@ -4,8 +4,10 @@
 `evaluate` (every seed: `fairl.experiment.run_experiment` = compose + `fairl.irl.fit` +
 metrics) → `log_trial` (params, metrics, curves, artifacts in one batch, via `fairl.runs`).
 A stop signal raises only inside the trial's own code (fairl.process.interrupts): the trial
-is re-queued and its run KILLED; a disk error stops the launch (StoreFault); any other error
-fails the trial, its run FAILED with the traceback. fairl.study.runner drives the trials.
+is re-queued and its run KILLED; a disk error or a store that stayed unreachable
+(fairl.outage) stops the launch (StoreFault); any other error fails the trial, its run
+FAILED with the traceback (an error a store raised is marked `fail_store`: not the
+configuration's). fairl.study.runner drives the trials.
 """
 
 
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from fairl import outage
 from fairl.config import ConfigError
 from fairl.experiment import run_experiment
 from fairl.paths import redact
@@ -37,10 +40,10 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 class StoreFault(BaseException):
-    """A disk error inside a trial: not an Exception, so Optuna neither catches it nor fails
-    the trial (work() raises the OSError itself again)."""
+    """A disk error or an unreachable store inside a trial: not an Exception, so Optuna
+    neither catches it nor fails the trial (work() raises the error itself again)."""
 
-    def __init__(self, error: OSError):
+    def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
 
@@ -65,6 +68,7 @@ class WorkerContext:
 
 def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
     """One trial: resolve, fit every seed, log one MLflow run; returns the mean objective(s)."""
+    outage.set_task(f"trial {trial.number} of {study.name}")  # what a store outage holds up
     # Recorded before the lock is released: a RUNNING trial without it has a dead worker.
     trial.set_user_attr("worker", worker_identity())
     lock.release()
@@ -85,10 +89,8 @@ def objective(trial, study: Study, context: WorkerContext, lock: StudyLock):
         if raised_by_a_stop(error):  # a library's cleanup failed on the stop: still the stop
             _interrupted(trial, uri, run_id)
             raise KeyboardInterrupt from error
-        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
-            # A full or read-only disk is not the configuration's fault: stop the launch with
-            # the trial left RUNNING; the next reap (at the end of this launch) re-queues it.
-            raise StoreFault(error) from error
+        if (fault := store_fault(error)) is not None:
+            raise fault from error
         _fail_trial(trial, study.name, uri, run_id, config, error)
         raise
     except BaseException:  # Ctrl-C / SIGTERM: not the configuration's fault, run it again
@@ -139,6 +141,17 @@ def finish_trial(study: Study, context: WorkerContext, run_id: str, config: Tria
     return values
 
 
+def store_fault(error: BaseException) -> StoreFault | None:
+    """A full or read-only disk, or a store away past FAIRL_STORE_TIMEOUT, is not the
+    configuration's fault: StoreFault stops the launch with the trial left RUNNING, and the
+    next reap (at the end of this launch) re-queues it; None for any other error."""
+    if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+        return StoreFault(error)
+    if (unreachable := outage.given_up(error)) is not None:
+        return StoreFault(unreachable)
+    return None
+
+
 def raised_by_a_stop(error: BaseException) -> bool:
     """Was `error` raised while a KeyboardInterrupt (Ctrl-C, SIGTERM) was being handled?"""
     todo, seen = [error], set()
@@ -155,9 +168,12 @@ def raised_by_a_stop(error: BaseException) -> bool:
 
 def _interrupted(trial, uri: str, run_id: str | None) -> None:
     """A trial stopped by Ctrl-C or SIGTERM: re-queued by the next reap, its run KILLED."""
-    trial.set_user_attr("fairl_interrupted", True)
-    if run_id is not None:
-        runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
+    try:
+        trial.set_user_attr("fairl_interrupted", True)
+        if run_id is not None:
+            runs.kill_run(uri, run_id, "interrupted (Ctrl-C or SIGTERM); re-queued")
+    except outage.StoreUnreachable:  # a store away: the next launch's reap does both
+        pass
 
 
 def _torch_threads() -> int:
@@ -322,10 +338,14 @@ def _log_config(uri: str, run_id: str, config: TrialConfig, metrics=None, tags=N
 
 def _fail_trial(trial, study: str, uri: str, run_id: str | None, config: TrialConfig | None,
                 error: Exception) -> None:
-    """A failed trial: one line on stderr, the reason on the trial, the run FAILED."""
-    reason = runs.error_line(error)
-    print(f"{study}: trial {trial.number} failed: {reason}", file=sys.stderr)
+    """A failed trial: one line on stderr, the reason on the trial, the run FAILED; an error
+    a store raised is marked (user attr fail_store): it is not the configuration's."""
+    reason, store = runs.error_line(error), outage.refused_by(error)
+    print(f"{study}: trial {trial.number} failed: {reason}"
+          + (f" (raised by {store}, not the configuration)" if store else ""), file=sys.stderr)
     trial.set_user_attr("fail_reason", reason[:2000])
+    if store:
+        trial.set_user_attr("fail_store", store)
     if run_id is None:  # the error came before its run was made (MLflow's start_run itself)
         return
     try:

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from fairl.outage import StoreUnreachable
 from fairl.process import die_with_parent, interrupt_on_sigterm
 from fairl.study.runner import WorkerContext, work
 
@@ -24,3 +25,6 @@ def main() -> None:
             work(context)
         except KeyboardInterrupt:
             sys.exit(128 + (signals[0] if signals else signal.SIGINT))
+        except StoreUnreachable as error:  # its trial is left to the launcher's reap
+            print(f"fairl: worker {context.worker_index}: store error: {error}", file=sys.stderr)
+            sys.exit(3)

@@ -64,3 +64,15 @@ def test_malformed_set_value_through_the_cli(case, tmp_path):
     done, seconds = run_cli(["fit", "--config", str(CORPUS / "fit_config.yaml"), "--set",
                              case["set"]], tmp_path / "mlruns")
     check(done, seconds, tmp_path / "mlruns", case["names"])
+
+
+@pytest.mark.parametrize(("flag", "env", "names"), [
+    (["--store-timeout", "0"], {}, "--store-timeout: seconds"),
+    ([], {"FAIRL_STORE_TIMEOUT": "soon"}, "FAIRL_STORE_TIMEOUT: seconds")])
+def test_a_bad_store_timeout_is_told_before_any_work(flag, env, names, tmp_path, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    done, seconds = run_cli(["study", "run", str(ROOT / "studies" / "main_table.yaml"),
+                             "--no-progress", *flag], tmp_path / "mlruns")
+    check(done, seconds, tmp_path / "mlruns", names)
+    assert done.returncode == 2

@@ -13,6 +13,11 @@ On PYTHONPATH only in those tests; does nothing unless FAIRL_FAULT is set:
 * `term_in_journal_unlock:N`: the process that takes trial N sends itself SIGTERM inside the
   journal lock's release, just after it unlinked the lock file, in the first journal write
   after MLflow's start_run (the trial's mlflow_run_id): where CI's signal once landed.
+* `pause_at:POINT:N[,POINT:N...]`: trial N stops before its first call of POINT (start_run,
+  log_run, log_text, log_world_inputs, end_run of fairl.runs.write; log_reward_model; tell:
+  Optuna's tell, in its grid sampler's after_trial), makes the file `FAIRL_FAULT_MARK.POINT.N`
+  and waits (up to 120 s) for `FAIRL_FAULT_MARK.POINT.N.go`: the test takes a store away in
+  between, so the call meets the outage.
 """
 
 import os
@@ -76,6 +81,47 @@ if _FAULT:
                 os.kill(os.getpid(), signal.SIGTERM)  # taken before this function returns
 
         os.unlink = _unlink_and_term
+
+    if _kind == "pause_at":
+        _points = {tuple(item.split(":")) for item in _arg.split(",")}
+        _paused = set()
+
+        def _pause(point: str, number) -> None:
+            if (point, str(number)) in _points and (point, str(number)) not in _paused:
+                _paused.add((point, str(number)))
+                mark = f"{os.environ['FAIRL_FAULT_MARK']}.{point}.{number}"
+                open(mark, "w").close()
+                end = time.time() + 120
+                while not os.path.exists(f"{mark}.go") and time.time() < end:
+                    time.sleep(0.05)
+
+        def _paused_before(point: str, function):
+            def call(*args, **kwargs):
+                _pause(point, _current["trial"])
+                return function(*args, **kwargs)
+            return call
+
+        for _point in ("log_run", "log_text", "log_world_inputs", "end_run"):
+            setattr(_write, _point, _paused_before(_point, getattr(_write, _point)))
+        _noted_start_run = _write.start_run
+
+        def _start_run_paused(uri, experiment, name, tags, parent_run_id=None):
+            _pause("start_run", tags.get("trial_number"))
+            return _noted_start_run(uri, experiment, name, tags, parent_run_id)
+
+        _write.start_run = _start_run_paused
+        import fairl.models as _models  # the trial imports it from there when it logs
+
+        _models.log_reward_model = _paused_before("log_reward_model", _models.log_reward_model)
+        from optuna.samplers import GridSampler
+
+        _grid_after_trial = GridSampler.after_trial
+
+        def _after_trial_paused(self, study, trial, state, values):
+            _pause("tell", trial.number)
+            return _grid_after_trial(self, study, trial, state, values)
+
+        GridSampler.after_trial = _after_trial_paused
 
 # World builds (tests/cli/test_paper.py), by FAIRL_BUILD_FAULT: `term_in_rlhf:N` sends SIGTERM
 # at the start of RLHF step N (0-based), `term_in_generation:N` at the start of the N-th

@@ -1,6 +1,7 @@
 """Many machines: a study run by two workers (separate dirs, caches, local stores, as two hosts)
-against a real `mlflow server` (PostgreSQL backend, served artifacts) and PostgreSQL for Optuna;
-everything is then checked, and the report rebuilt, through the server alone."""
+against a real `mlflow server` (PostgreSQL backend, served artifacts) and PostgreSQL for Optuna,
+the database restarted mid-study (in a trial's Optuna tell); everything is then checked, and
+the report rebuilt, through the server alone."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from study_support import free_port, postgres_or_skip, serve
+from study_support import free_port, pg_ctl, postgres_or_skip, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -71,12 +72,16 @@ def stop(server: subprocess.Popen) -> None:
             server.wait()
 
 
-def start_worker(host: Path, study: Path, storage: str, uri: str) -> subprocess.Popen:
-    """One 'host': its own working dir, cache and local store; only the servers are shared."""
+def start_worker(host: Path, study: Path, storage: str, uri: str, mark: Path
+                 ) -> subprocess.Popen:
+    """One 'host': its own working dir, cache and local store; only the servers are shared.
+    Trial 1 pauses in its Optuna tell until `mark`.go exists (tests/fault_hooks)."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE")}
     env.update(FAIRL_CACHE=str(host / "cache"), FAIRL_MLRUNS=str(host / "mlruns"),
-               PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true", FAIRL_THREADS="1")
+               PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "fault_hooks"), str(ROOT)]),
+               MLFLOW_DISABLE_TELEMETRY="true", FAIRL_THREADS="1", FAIRL_STORE_TIMEOUT="120",
+               FAIRL_FAULT="pause_at:tell:1", FAIRL_FAULT_MARK=str(mark))
     host.mkdir(parents=True)
     return subprocess.Popen([sys.executable, "-m", "fairl", "study", "run", str(study),
                              "--storage", storage, "--tracking-uri", uri, "--no-progress"],
@@ -104,11 +109,28 @@ def test_two_hosts_through_a_real_mlflow_server(postgres, tmp_path, monkeypatch)
     print(f"mlflow server up in {time.monotonic() - started:.0f} s")
     try:
         started = time.monotonic()
-        workers = [start_worker(tmp_path / f"host{i}", study, postgres, uri) for i in (1, 2)]
+        mark = tmp_path / "mark"
+        workers = [start_worker(tmp_path / f"host{i}", study, postgres, uri, mark)
+                   for i in (1, 2)]
+        held = Path(f"{mark}.tell.1")  # trial 1 is finished, its tell not yet made
+        while not held.exists():
+            assert all(worker.poll() is None for worker in workers)
+            assert time.monotonic() - started < 200
+            time.sleep(0.1)
+        pg_ctl(postgres, "stop")  # every session cut, as a restart does; the tell meets it
+        Path(f"{held}.go").touch()
+        time.sleep(5)  # the other host's calls (Optuna's, the MLflow server's) meet it too
+        pg_ctl(postgres, "start")
         outputs = [worker.communicate(timeout=240)[0] for worker in workers]
         for worker, output in zip(workers, outputs):
             assert worker.returncode == 0, output
-        print(f"two workers done in {time.monotonic() - started:.0f} s")
+        assert any(f"Optuna storage {postgres} unreachable since" in output
+                   for output in outputs), outputs
+        assert not any("View run" in output for output in outputs), outputs
+        print(f"two workers done in {time.monotonic() - started:.0f} s, the database "
+              "restarted in between:")
+        print("\n".join(line for output in outputs for line in output.splitlines()
+                        if line.startswith("fairl: ")))
 
         from fairl.models import load_reward
 
