@@ -98,14 +98,41 @@ def run_killer(uri: str, experiment: str, launch_run: str | None, study: str, st
             found = search(uri, experiment, f"tags.kind = 'trial' and "
                                             f"tags.trial_number = '{trial.number}'")
             found = [run for run in found if run.data.tags.get("optuna_study") == study]
-            run_id = found[0].info.run_id if found else runs.start_run(
-                uri, experiment, f"trial-{trial.number:04d}",
-                {**tags, "kind": "trial", "study": study, "optuna_study": study,
-                 "optuna_storage": redact(storage), "trial_number": str(trial.number),
-                 "optuna_trial_id": str(trial._trial_id),
-                 "worker": trial.user_attrs.get("worker") or "unknown"},
-                parent_run_id=launch_run)
+            run_id = found[0].info.run_id if found else _killed_run_for(
+                trial, uri, experiment, launch_run, study, storage, tags)
         runs.kill_run(uri, run_id, f"{reason}; re-queued")
         return run_id
 
     return on_killed
+
+
+def kill_runless(uri: str, experiment: str, launch_run: str | None, study: str, storage: str,
+                 tags: dict[str, str], trials) -> list[str]:
+    """A KILLED run for every trial a reap failed and re-queued before it had a run (the
+    tracking server was away then, so none could be made; Optuna keeps a finished trial's
+    attrs as they were, so this looks the runs up by trial number once per launch)."""
+    runless = [trial for trial in trials if trial.state == TrialState.FAIL
+               and "fairl_killed" in trial.user_attrs and "mlflow_run_id" not in trial.user_attrs]
+    if not runless:
+        return []
+    found = {run.data.tags.get("trial_number") for run in search(
+        uri, experiment, "tags.kind = 'trial'") if run.data.tags.get("optuna_study") == study}
+    messages = []
+    for trial in runless:
+        if str(trial.number) not in found:
+            run_id = _killed_run_for(trial, uri, experiment, launch_run, study, storage, tags)
+            runs.kill_run(uri, run_id, f"{trial.user_attrs['fairl_killed']}; re-queued")
+            messages.append(f"run {run_id}: trial {trial.number} had none; set KILLED")
+    return messages
+
+
+def _killed_run_for(trial, uri: str, experiment: str, launch_run: str | None, study: str,
+                    storage: str, tags: dict[str, str]) -> str:
+    """A run for a trial that has none (it is KILLED by the caller)."""
+    return runs.start_run(
+        uri, experiment, f"trial-{trial.number:04d}",
+        {**tags, "kind": "trial", "study": study, "optuna_study": study,
+         "optuna_storage": redact(storage), "trial_number": str(trial.number),
+         "optuna_trial_id": str(trial._trial_id),
+         "worker": trial.user_attrs.get("worker") or "unknown"},
+        parent_run_id=launch_run)

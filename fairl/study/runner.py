@@ -43,7 +43,7 @@ from fairl.runs.reap import reap_runs
 from fairl.runs.store import experiment_id, resolve_tracking_uri
 from fairl.runs.ui import runs_link
 from fairl.study.batch import work_batched
-from fairl.study.links import check_stores, run_killer
+from fairl.study.links import check_stores, kill_runless, run_killer
 from fairl.study.pruning import make_pruner
 from fairl.study.references import reference_metrics
 from fairl.study.spec import Study, load_study
@@ -212,15 +212,23 @@ def _reap(study_obj, context: WorkerContext, retry_store_failures: bool = False)
     try:
         with lock, interrupts(False):  # a reap is never cut between a FAIL and its re-queue
             messages = reap_trials(study_obj, _run_killer(context, study_obj.study_name),
-                                   retry_store_failures)
+                                   retry_store_failures=retry_store_failures)
+            trials = study_obj.get_trials(deepcopy=False)
             states = {trial.number: (trial.state.name, trial.user_attrs.get("fairl_killed"))
-                      for trial in study_obj.get_trials(deepcopy=False)}
+                      for trial in trials}
             try:
+                if retry_store_failures:  # a launch's start: trials re-queued with no run
+                    messages += _kill_runless(context, study_obj.study_name, trials)
                 return messages + reap_runs(context.tracking_uri, context.experiment, states)
             except StoreUnreachable:  # the trials are re-queued; their runs wait for the server
                 return messages
     finally:
         lock.close()
+
+
+def _kill_runless(context: WorkerContext, study: str, trials) -> list[str]:
+    return kill_runless(context.tracking_uri, context.experiment, context.launch_run, study,
+                        context.storage, context.env_tags, trials)
 
 
 def _run_killer(context: WorkerContext, study: str):

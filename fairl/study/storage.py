@@ -336,7 +336,7 @@ def requeue(study, trial) -> bool:
     return True
 
 
-def reap_trials(study, on_killed=None, busy: frozenset[int] = frozenset(),
+def reap_trials(study, on_killed=None, *, busy: frozenset[int] = frozenset(),
                 retry_store_failures: bool = False) -> list[str]:
     """Fail and re-queue trials whose worker died (or that were interrupted); call under lock.
 

@@ -173,6 +173,35 @@ def test_server_away_past_the_deadline_stops_the_launch_and_requeues(server, sto
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
+def test_a_batch_whose_server_stays_away_is_requeued_not_failed(server, store, tmp_path):
+    """`batch: 2`: the second batch meets the outage as it starts trial 2's run (the logging
+    thread too, if batch 1 is still being logged); past the deadline the launch exits 3 and
+    every untold trial is re-queued, none failed; the rerun is whole."""
+    path, mark = write_study(tmp_path, "gone_batched", batch=2), tmp_path / "mark"
+    run = launch(path, server.url, "pause_at:start_run:2", mark, 20)
+    go = paused(mark, "start_run", 2, run)
+    server.kill()
+    go.touch()
+    output = run.communicate(timeout=300)[0]
+    assert run.returncode == 3, output
+    assert "re-queued (not failed)" in output.strip().splitlines()[-1], output
+    trials = trials_of("gone_batched")
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and not [t for t in failed if "fail_reason" in t.user_attrs], output
+    requeued = sorted(t.system_attrs.get("failed_trial") for t in trials
+                      if t.state.name == "WAITING")
+    assert requeued == sorted(t.number for t in failed), (requeued, output)
+
+    server.start()
+    rerun = launch(path, server.url, None, mark, 20)
+    output = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0 and "gone_batched: 4/4 done (4 complete, 0 failed)" in output, \
+        output
+    check_whole(server.url, "gone_batched")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
 def test_a_hung_server_at_every_point_of_a_trial(server, store, tmp_path):
     """Before the trial's run exists, in its reward model's calls, its batch, its artifact
     upload: the server hangs 4 s each time (requests time out after 3 s); nothing is lost."""
