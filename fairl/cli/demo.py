@@ -15,7 +15,8 @@ from fairl.paths import DEFAULT_WORLD_DIR, project_root
 
 DEMO_STUDIES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda",
                 "ablation_failure_source", "tnt_fraction", "fa_sweep",
-                "identifiability", "regime_map")  # the last two: the SIR world (issue 15)
+                "identifiability", "regime_map",  # the SIR world (issue 15)
+                "misspecification", "budget", "budget_sir")  # issue 25; the ledger reads all
 
 
 def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None = None,

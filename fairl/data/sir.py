@@ -1,9 +1,12 @@
 """The SIR world: a representable r* and the KL-optimal aligned policy, built from shipped samples.
 
-Ground truth. r*(o) = w*·h(o) + b*, a ridge probe on the world's encoder fitted to a judge's
+Ground truth. probe(o) = w*·h(o) + b*, a ridge probe on the world's encoder fitted to a judge's
 reward logit clip(log((1 − p)/p), ±6) (fairl.data.scorers) on the *aligned* outputs o_T of
 the PairSet's train split, a text pool the world never uses as an output: its pairs are made
-of base outputs only. r* is exactly linear in h, so the reward class contains it.
+of base outputs only. r* = (1 − m)·probe + m·judge, m = `misspecification`: at m = 0 (the
+default) r* is exactly linear in h, so the reward class contains it; at m = 1 it is the
+judge's own logit, which no linear head on the encoder holds (the linear oracle's STARC
+measures how far; `fairl world info` prints it).
 
 Policies. Every prompt x of the PairSet has a pool of K independent base samples o_NT
 (K = 5 for toxic prompts, 2 for benign ones in the embedded world). π_base(·|x) := uniform on
@@ -18,7 +21,7 @@ r*/β exactly when k = K (a per-prompt constant log Z(x) drops out), and max-ent
 its maximum-likelihood fit.
 
 Knobs (`SirOptions`, swept as world.options.*): β, k, pairs per prompt, label noise on the
-training pairs, the judge, the encoder, the draw seed. A pair is T→NT when the judge calls
+training pairs, the judge, the misspecification m, the encoder, the draw seed. A pair is T→NT when the judge calls
 o_NT toxic (toxicity >= 0.5, i.e. its logit <= 0) and o_T not, as in every PairSet; the exact T→NT fraction at a
 given n is world.compose (fairl.data.compose). Splits are the PairSet's (by prompt).
 """
@@ -57,6 +60,9 @@ class SirOptions:
                                "swapped (validation and test never)")
     judge: Literal["bilstm", "profanity"] = Field(
         "bilstm", description="judge r* is a probe of (its reward logit); also labels T→NT")
+    misspecification: Float = Field(
+        0.0, ge=0, le=1, description="m of r* = (1 − m)·probe + m·judge logit: 0 = linear in "
+        "h (representable), 1 = the judge itself (no linear head holds it)")
     encoder: Literal["minilm", "base-meanpool"] = Field(
         "minilm", description="h(o); base-meanpool: the PairSet's base LM, mean-pooled (encodes "
         "every text on first use: minutes on a CPU)")
@@ -267,7 +273,9 @@ def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dic
     for number, split in enumerate(SPLITS):
         part = samples[split]
         shared += sum(text in probe_texts for text in part.text_NT)
-        pool = _Pool(h=part.h_NT, texts=part.text_NT, reward=probe(part.h_NT),
+        m = options.misspecification
+        pool = _Pool(h=part.h_NT, texts=part.text_NT,
+                     reward=(1 - m) * probe(part.h_NT) + m * part.judge_NT,
                      toxic=part.judge_NT <= 0, prompt_codes=part.prompt_codes,
                      prompts=part.prompts)
         max_pool = max(max_pool, *_pool_groups(pool.prompt_codes))
@@ -297,7 +305,11 @@ def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dic
 
 
 def _options_dict(options: SirOptions) -> dict:
-    return dataclasses.asdict(options)
+    """The options as data; m = 0 is left out, so the world's id is what it was before m."""
+    values = dataclasses.asdict(options)
+    if values["misspecification"] == 0:
+        del values["misspecification"]
+    return values
 
 
 def world_summary(world: World) -> str:
@@ -314,20 +326,23 @@ def world_summary(world: World) -> str:
     pairs = "  ".join(f"{s}={len(p)}" for s, p in splits.items())
     tnt = "  ".join(f"{s}={p.tnt.mean():.1%} ({int(p.tnt.sum())})" for s, p in splits.items())
     kl_splits = ", ".join(f"{s} {info['kl'][s]:.3f}" for s in SPLITS)
+    m = options.get("misspecification", 0.0)
     lines = [
         (f"world 'sir' from PairSet {info['pairset']!r} ({info['pairset_hash'][:19]}), "
          f"encoder {info['encoder']}  (dataset hash {world.dataset_hash})"),
         f"  pairs: {pairs}  ({options['pairs_per_prompt']} per prompt)",
         f"  T→NT share (judge {probe['judge']}): {tnt}",
         f"  β = {options['beta']:g}   k = {k}   label noise = {options['label_noise']:g} (train)",
+        (f"  r* = (1 − m)·probe + m·{probe['judge']} logit, misspecification m = {m:g}"
+         + ("  (r* linear in h)" if m == 0 else "")),
         (f"  KL({pi}‖π_base) per prompt, exact on the pool: mean {info['kl']['mean']:.3f} nats "
          f"({kl_splits})"),
-        (f"  probe r* = w·h + b (ridge α={probe['alpha']:g}) vs the {probe['judge']} judge's "
+        (f"  probe = w·h + b (ridge α={probe['alpha']:g}) vs the {probe['judge']} judge's "
          f"logit: held-out aligned outputs ρ={held['spearman']:.3f}, R²={held['r2']:.3f} "
          f"(n={held['n']}); the world's base outputs ρ={base['spearman']:.3f}, "
          f"R²={base['r2']:.3f} (n={base['n']})"),
         f"  base texts also in the probe's pool: {probe['base_texts_also_in_probe_pool']}",
-        ("  oracle STARC (ridge of r* on h, train → test): "
+        ("  oracle linear STARC (ridge of r* on h, train → test): "
          f"{oracle_starc(world.train, world.test).starc:.4f}"),
     ]
     return "\n".join(lines)

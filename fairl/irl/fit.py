@@ -351,7 +351,8 @@ def fit(h_T: np.ndarray, h_NT: np.ndarray, config: FitConfig,
     rounds = config.rounds
     schedule = [(gamma_schedule(t, rounds, config.gamma_start, config.gamma_end,
                                 config.gamma_shape),
-                 lambda_schedule(t, config.lambda0, config.lambda_decay, config.lambda_fixed),
+                 lambda_schedule(t, config.lambda0, config.lambda_decay, config.lambda_fixed,
+                                 config.rounds if config.lambda_decay_scaled else None),
                  p_schedule(t, rounds, config.p0, config.p_end)) for t in range(rounds)]
     steps = 1 if config.batch_size is None else math.ceil(n / config.batch_size)
     losses = torch.zeros(rounds, steps, 3, device=device)  # base, fail, l2 per step

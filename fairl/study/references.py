@@ -6,7 +6,9 @@ any composition or resampling):
   the best any linear reward reaches;
 * reference_bt_irl_test_starc (and `_<objective>_` per searched objective): standard IRL
   (the study's base fit with failure_mode none, dual_path false, seed = its first seed) fitted
-  on the training pairs relabelled Bradley–Terry by r* (β = BETA, default_rng(first seed)).
+  on the training pairs relabelled Bradley–Terry by r* (β = BETA, default_rng(first seed));
+* reference_oracle_test_starc/<option>:<value> for every value of a world option the study
+  searches (e.g. misspecification:0.5): the oracle of that world, since r* may change with it.
 Computed once per (world content hash, options, fit) and cached as JSON under
 cache_dir()/reference/<sha256 of that key>.json; logged on the study's launch run.
 """
@@ -64,19 +66,41 @@ def compute(world: World, fit_values: dict[str, Any], objectives: list[str],
     return values
 
 
+def _searched_options(spec) -> dict[str, list]:
+    """world.options.<name> -> the values the study searches (lists only)."""
+    return {key.removeprefix("world.options."): list(param.choices)
+            for key, param in spec.search.items()
+            if key.startswith("world.options.") and hasattr(param, "choices")}
+
+
+def option_oracles(world_spec: dict, searched: dict[str, list]) -> dict[str, float]:
+    """reference_oracle_test_starc/<option>:<value> of the world at each searched value."""
+    values = {}
+    for name, choices in searched.items():
+        for choice in choices:
+            world = load_world(world_spec["name"], {**world_spec["options"], name: choice})
+            if world.train.gt_T is not None and world.test.gt_T is not None:
+                values[f"reference_oracle_test_starc/{name}:{choice}"] = oracle_starc(
+                    world.train, world.test).starc
+    return values
+
+
 def reference_metrics(spec) -> dict[str, float]:
     """The cached reference metrics of a StudySpec's base world and fit."""
     world_spec = spec.world
     world = load_world(world_spec["name"], world_spec["options"])
-    seed, objectives = spec.seeds[0], _objectives(spec)
-    key = json.dumps({"version": VERSION, "dataset_hash": world.dataset_hash,
-                      "world": world_spec["name"], "options": world_spec["options"],
-                      "fit": spec.fit, "objectives": objectives, "seed": seed, "beta": BETA},
-                     sort_keys=True, default=str)
+    seed, objectives, searched = spec.seeds[0], _objectives(spec), _searched_options(spec)
+    key = {"version": VERSION, "dataset_hash": world.dataset_hash, "world": world_spec["name"],
+           "options": world_spec["options"], "fit": spec.fit, "objectives": objectives,
+           "seed": seed, "beta": BETA}
+    if searched:  # absent otherwise: the cache entries of earlier studies stay valid
+        key["searched_options"] = searched
+    key = json.dumps(key, sort_keys=True, default=str)
     path = cache_dir() / "reference" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
     if path.is_file():
         return json.loads(path.read_text())["metrics"]
-    values = compute(world, spec.fit, objectives, seed)
+    values = {**compute(world, spec.fit, objectives, seed),
+              **option_oracles(world_spec, searched)}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{id(values)}.tmp")
     temporary.write_text(json.dumps({"key": json.loads(key), "metrics": values}, indent=1))
