@@ -32,6 +32,7 @@ from analysis.common import (
     script_main,
     selection_note,
     t_interval,
+    world_of,
     write_table,
 )
 from fairl.report import Options, Section
@@ -42,13 +43,6 @@ STUDY = "budget"  # and STUDIES[1:]
 STUDIES = ("budget", "budget_sir")
 TITLE = "Budget: optimisation speed or solution"
 OBJECTIVE_COLORS = ("#55a868", "#c44e52", "#8172b3")
-
-
-def world_label(study: str, context: dict) -> str:
-    """The world of a cell in words: the embedded world, or SIR at its misspecification m."""
-    if "misspecification" in context:
-        return f"SIR, m = {float(context['misspecification']):g}"
-    return "SIR" if study.endswith("_sir") else "embedded"
 
 
 def cells(options: Options) -> tuple[pd.DataFrame, list]:
@@ -69,7 +63,7 @@ def cells(options: Options) -> tuple[pd.DataFrame, list]:
                 continue
             c = row.comparison
             fa, std = runs[row.run_id], runs[row.reference_run_id]
-            rows.append({"study": study, "world": world_label(study, context),
+            rows.append({"study": study, "world": world_of(fa),
                          "objective": context.get("objective", fa.objective),
                          "rounds": int(context["rounds"]), "starc_fa": c.a, "starc_std": c.b,
                          "difference": c.difference,
@@ -85,7 +79,10 @@ def cells(options: Options) -> tuple[pd.DataFrame, list]:
         source = sources[0]
         raise MissingStudy(source.study, source.study_file, source.uri,
                            "no FA-IRL vs standard IRL STARC verdicts over fit.rounds")
-    return pd.DataFrame(rows).sort_values(["world", "objective", "rounds"]), sources
+    frame = pd.DataFrame(rows)
+    frame["embedded_first"] = frame["world"] != "embedded"
+    frame = frame.sort_values(["embedded_first", "world", "objective", "rounds"])
+    return frame.drop(columns="embedded_first"), sources
 
 
 def reading(part: pd.DataFrame) -> str:

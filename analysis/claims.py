@@ -64,9 +64,10 @@ def cell_text(cell: Cell, p_holm: float) -> str:
     values = f"{c.a:.3f} vs {c.b:.3f}, " if cell.show_values else ""
     relative = (f" ({_signed(100 * c.difference / abs(c.b), 1)} %)"
                 if cell.relative and c.b else "")
+    oracle = "" if cell.oracle is None else f"; linear oracle {cell.oracle:.3f}"
     return (f"{cell.what}: {values}Δ {_signed(c.difference)}{relative} "
             f"[{_signed(c.ci_low)}, {_signed(c.ci_high)}], Holm p {fmt_p(p_holm)} "
-            f"({cell.condition})")
+            f"({cell.condition}{oracle})")
 
 
 def judge(claim, world: str, cells: list[Cell]) -> Row:

@@ -3,7 +3,8 @@
 A cell is one comparison on one set of held-out pairs, oriented so that "better" (the metric's
 direction, fairl.stats.verdict) is what the paper claims. `Ledger` finds the studies
 (`experiment_name`), loads each run's rewards once and bootstraps through one
-fairl.study.verdicts.Bootstraps, so every contrast on a test set shares its draws.
+fairl.study.verdicts.Bootstraps, so every contrast on a test set shares its draws. Cells are
+grouped by analysis.common.world_of (the runs' `world` tag; SIR by its m).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from analysis.common import bootstrap_rows, fmt, objective_label
+from analysis.common import bootstrap_rows, fmt, objective_label, world_of
 from fairl.runs.read import MissingStudy, StudyRuns, TrialRun, load_policy_runs
 from fairl.stats import ACCURACY, F1, ROC_AUC, STARC, BootstrapComparison, PromptMetric
 from fairl.study.verdicts import BOOT_SEED, N_BOOT, Bootstraps, load_rewards, paired_cells
@@ -29,16 +30,6 @@ def experiment_name(stem: str) -> str:
     """The MLflow experiment of studies/<stem>.yaml the ledger reads (the plain name: the
     default world; point it elsewhere, e.g. `<stem>@<world id>`, to read other experiments)."""
     return stem
-
-
-def world_of(run: TrialRun) -> str:
-    """The world a run was measured in, in words: its `world` tag; SIR with its m."""
-    world = run.tags.get("world", "?")
-    if world == "sir":
-        m = run.param("world.options.misspecification") \
-            if "world.options.misspecification" in run.params else 0.0
-        return f"SIR, m = {float(m):g}"
-    return {"default": "embedded"}.get(world, world)
 
 
 def world_order(worlds) -> list[str]:
@@ -57,6 +48,7 @@ class Cell:
     relative: bool = False  # the claim is a relative change (STARC "by up to 24 %")
     show_values: bool = True  # a and b mean something (not a contrast of four arms)
     text: str = ""  # replaces the generated measured text
+    oracle: float | None = None  # the linear oracle's test STARC in this world (room to improve)
 
 
 @dataclasses.dataclass
@@ -170,9 +162,20 @@ def fa_vs_standard(metric_key: str, metric: PromptMetric, stems: tuple[str, ...]
                 else:
                     continue
                 cells.append(ledger.cell(source, stem, context, "FA-IRL vs standard IRL",
-                                         comparison, [run, ref], relative=relative))
+                                         comparison, [run, ref], relative=relative,
+                                         oracle=_oracle(source, context) if relative else None))
         return cells
     return measure
+
+
+def _oracle(source: StudyRuns, context: dict) -> float | None:
+    """The launch run's linear oracle for the cell's world (per searched m when logged)."""
+    metrics = source.launch_metrics
+    if "misspecification" in context:
+        key = f"reference_oracle_test_starc/misspecification:{context['misspecification']}"
+        if key in metrics:
+            return metrics[key]
+    return metrics.get("reference_oracle_test_starc")
 
 
 def starc_cells(ledger: Ledger) -> list[Cell]:

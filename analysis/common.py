@@ -43,6 +43,17 @@ METRIC_AXES = {key: axis for key, _, axis in METRICS}
 COLORS = {"standard IRL": "#4c72b0", "FA-IRL": "#dd8452"}
 
 
+def world_of(run) -> str:
+    """The world a trial run was measured in, in words: its `world` tag (default: the
+    embedded world), the SIR world with its misspecification m (0 when not set)."""
+    world = run.tags.get("world", "?")
+    if world == "sir":
+        m = run.param("world.options.misspecification") \
+            if "world.options.misspecification" in run.params else 0.0
+        return f"SIR, m = {float(m):g}"
+    return {"default": "embedded"}.get(world, world)
+
+
 def method_label(name: str | None) -> str:
     return VARIANTS.get(name or "", name or "?")
 

@@ -64,6 +64,18 @@ STUDIES = {
                    "search": {"variant": ["standard_irl", "fa_irl"],
                               "world.compose.tnt_fraction": [0.2, 0.6],
                               "world.compose.n": [60, 120]}},
+    # issue 25's studies, shrunk: the misspecification map's axes on the planted world (no m:
+    # the map has one row), the budget study over fit.rounds
+    "misspecification": {**COMMON, "variants": METHODS,
+                         "world": {**WORLD, "options": {**WORLD["options"], "n_train": 600},
+                                   "compose": {"n": 100, "tnt_fraction": 0.5}},
+                         "search": {"variant": ["standard_irl", "fa_irl"],
+                                    "world.compose.tnt_fraction": [0.2, 0.6],
+                                    "world.compose.n": [60, 120]},
+                         "verdict_metrics": ["test_starc"]},
+    "budget": {**COMMON, "variants": METHODS, "fit": {"lambda_decay_scaled": True},
+               "search": {"variant": ["standard_irl", "fa_irl"], "rounds": [5, 20]},
+               "verdict_metrics": ["test_pairwise_accuracy", "test_starc"]},
     "fa_sweep": {**COMMON, "seeds": [0, 1], "sampler": {"type": "random", "seed": 0}, "trials": 6,
                  "search": {"objective": ["max_margin", "max_entropy"],
                             "M_fail": {"type": "float", "low": 1.0, "high": 5.0},
@@ -72,9 +84,10 @@ STUDIES = {
 }
 FIGURES = ("training_curves", "reward_distributions", "tnt_fraction", "ablation_fixed_lambda",
            "ablation_failure_source", "sweep_heatmap", "importances", "identifiability",
-           "regime_map", "feasible_width")
-TABLES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda", "ablation_failure_source",
-          "identifiability", "regime_map", "feasible_width")
+           "regime_map", "misspecification", "budget", "feasible_width")
+TABLES = ("claims", "main_table", "ablation_no_rf", "ablation_fixed_lambda",
+          "ablation_failure_source", "identifiability", "regime_map", "misspecification",
+          "budget", "feasible_width")
 CSV_ONLY = ("failures", "tnt_fraction", "sweep_heatmap", "importances")
 
 
@@ -221,7 +234,7 @@ def test_chosen_run_and_single_items(built, capsys):
     assert run_id[:8] in (out / "tables" / "failures.md").read_text()
     assert not (out / "REPORT.md").exists()
     assert main(["report", "--only", "nonsense", "--tracking-uri", built["uri"]]) == 2
-    assert "items: main_table" in capsys.readouterr().err
+    assert "items: claims, main_table" in capsys.readouterr().err
 
 
 def test_missing_studies_name_the_command(tmp_path, tmp_path_factory, capsys):
@@ -349,6 +362,36 @@ def test_main_table_starc_interval_equals_an_independent_prompt_bootstrap(built)
         assert source.launch_metrics[f"{key}/p_holm"] == pytest.approx(row["p_holm"])
     oracle = source.launch_metrics["reference_oracle_test_starc"]
     assert table["reference_oracle_test_starc"].eq(oracle).all() and 0 < oracle < 1
+
+
+def test_the_report_opens_with_the_claims_ledger(built):
+    """≥ 9 claims, each with a verdict; measured ones name their runs; Holm per claim and world."""
+    report = (built["out"] / "REPORT.md").read_text()
+    first = next(line for line in report.splitlines() if line.startswith("## "))
+    assert first == "## Claims ledger: does the paper reproduce?"
+    ledger = pd.read_csv(built["out"] / "tables" / "claims.csv")
+    assert ledger["claim"].nunique() >= 9
+    words = ("reproduced", "not reproduced", "opposite", "mixed", "not measured", "not judged")
+    assert all(any(str(v).startswith(w) for w in words) for v in ledger["verdict"])
+    measured = ledger[ledger["best_run_ids"].notna()]
+    # F1, ROC-AUC, accuracy and STARC of FA-IRL vs standard IRL on the planted world, the
+    # T→NT gain, the failures' hard share, λ decay, the failure path, STARC against n
+    assert set(measured["claim"]) >= {"f1", "roc_auc", "accuracy", "starc", "tnt_share",
+                                      "failures", "lambda_decay", "failure_path", "constraints"}
+    assert set(measured["world"]) == {"planted"}
+    for run_ids in measured["all_run_ids"]:
+        assert all(f"`{run_id}`" in report for run_id in run_ids.split())
+    not_measured = ledger[ledger["verdict"] == "not measured"]
+    assert list(not_measured["claim"]) == ["rerlhf"]  # no policy runs in this store
+    assert not_measured["command"].iloc[0] == "fairl rerlhf run studies/rerlhf/rerlhf.yaml"
+    assert ledger.loc[ledger["claim"] == "theorem_1", "verdict"].iloc[0] == "reproduced"
+    cells = pd.read_csv(built["out"] / "tables" / "claims_cells.csv")
+    assert (cells["p_holm"] >= cells["p_value"] - 1e-12).all()
+    starc = cells[cells["claim"] == "starc"]  # every FA-IRL − standard IRL STARC cell, one family
+    assert len(starc) == 2 + 2 + 2 + 4 + 4 + 2  # main, tnt, identifiability, maps, budget
+    relative = starc["difference"] / starc["b"].abs()  # "up to": the best relative change
+    best = ledger[ledger["claim"] == "starc"].iloc[0]
+    assert best["best_difference"] == pytest.approx(starc.loc[relative.idxmin(), "difference"])
 
 
 def test_runs_without_test_prompt_ids_name_the_rerun(tmp_path, monkeypatch):

@@ -36,6 +36,9 @@ def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None =
     main_table = project_root() / "reports" / "tables" / "main_table.md"
     if main_table.is_file():  # the headline numbers: standard IRL vs FA-IRL on held-out pairs
         print("\n" + main_table.read_text(encoding="utf-8"))
+    claims = project_root() / "reports" / "tables" / "claims.md"
+    if claims.is_file():  # the verdict, claim by claim (the first section of REPORT.md)
+        print("\n" + claims.read_text(encoding="utf-8"))
     print(f"\ndemo done in {(time.perf_counter() - started) / 60:.1f} min; open {report} "
           "and the MLflow UI (fairl ui)")
     return code
