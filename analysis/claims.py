@@ -150,9 +150,9 @@ def summary(rows: list[Row], ledger: Ledger) -> str:
         f"{key} {len(items)} ({', '.join(items)})" for key, items in groups.items()) + "."]
     helps = [f"{cell.world}, {cell.condition}" for cell, p in ledger.fa_vs_standard_cells()
              if verdict(cell.comparison.difference, p, True, ALPHA) == "better"]
-    lines.append("Where FA-IRL beats standard IRL on test STARC after Holm over every FA-IRL − "
-                 f"standard IRL cell of its world ({ledger.fa_cell_count()} cells): "
-                 + ("; ".join(helps) if helps else "nowhere") + ".")
+    lines.append("Where FA-IRL beats standard IRL on test STARC (Holm over every FA-IRL − "
+                 f"standard IRL cell of its world; {ledger.fa_cell_count()} cells in all "
+                 "worlds): " + ("; ".join(helps) if helps else "nowhere") + ".")
     return "\n\n".join(lines)
 
 

@@ -290,12 +290,16 @@ def hard_failures(ledger: Ledger) -> list[Cell]:
         comparison, cut, errors = _hard_share(frame, test)
         cells.append(ledger.cell(
             source, "main_table", {"objective": run.objective}, "hard share", comparison, [run],
-            text=(f"{comparison.a:.0%} of the top failures have an r* margin ≤ {cut:.2f} (the "
-                  f"test pairs' lowest quarter: {comparison.b:.0%}; {errors:.0%} reversed by "
-                  f"r*): Δ {comparison.difference:+.3f} [{comparison.ci_low:+.3f}, "
-                  f"{comparison.ci_high:+.3f}] (main_table: {objective_label(run.objective)})"
-                  ).replace("-", "−")))
+            text=(f"{comparison.a:.0%} of the top failures have an r* margin ≤ {_minus(cut)} "
+                  f"(the test pairs' lowest quarter: {comparison.b:.0%}; {errors:.0%} reversed "
+                  f"by r*): Δ {_minus(comparison.difference, '+')} [{_minus(comparison.ci_low, '+')}"
+                  f", {_minus(comparison.ci_high, '+')}] (main_table: "
+                  f"{objective_label(run.objective)})")))
     return cells
+
+
+def _minus(value: float, sign: str = "") -> str:
+    return f"{value:{sign}.3f}".replace("-", "−")
 
 
 def _hard_share(frame: pd.DataFrame, test) -> tuple[BootstrapComparison, float, float]:
@@ -355,9 +359,13 @@ def rerlhf(ledger: Ledger) -> list[Cell] | Judged:
     """Toxic rate of re-RLHF on FA-IRL's vs standard IRL's reward (policy runs, when any)."""
     from analysis.rerlhf import by_source, seed_values
 
+    from fairl.runs.store import default_tracking_uri
+
+    uri = ledger.options.uri
+    hint = f"fairl rerlhf run {RERLHF}" + ("" if uri == default_tracking_uri()
+                                          else f" --tracking-uri {uri}")
     try:
-        source = load_policy_runs(ledger.options.uri, "rerlhf/rerlhf", RERLHF,
-                                  f"fairl rerlhf run {RERLHF}")
+        source = load_policy_runs(uri, "rerlhf/rerlhf", RERLHF, hint)
     except MissingStudy as missing:
         ledger._studies["rerlhf"] = missing
         return []

@@ -21,9 +21,16 @@ ORACLE = "reference_oracle_test_starc/misspecification:"
 
 
 def oracles(source) -> dict[float, float]:
-    """m -> the linear oracle's test STARC at m, from the launch run's reference metrics."""
-    return {float(key.removeprefix(ORACLE)): value
-            for key, value in source.launch_metrics.items() if key.startswith(ORACLE)}
+    """m -> the linear oracle's test STARC at m, from the launch run's reference metrics (the
+    study's base m has the base world's oracle: fairl.study.references skips its r*)."""
+    metrics = source.launch_metrics
+    found = {float(key.removeprefix(ORACLE)): value
+             for key, value in metrics.items() if key.startswith(ORACLE)}
+    base = float(((source.spec or {}).get("world") or {}).get("options", {})
+                 .get("misspecification", 0.0))
+    if base not in found and "reference_oracle_test_starc" in metrics:
+        found[base] = metrics["reference_oracle_test_starc"]
+    return found
 
 
 def _ticks(source) -> dict[float, str]:

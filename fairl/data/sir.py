@@ -233,8 +233,19 @@ class SplitSamples:
     prompts: list[str]
 
 
+_SAMPLES: dict[tuple[str, str, str], dict[str, SplitSamples]] = {}
+
+
 def load_samples(pairset, judge: str, encoder: str = "minilm") -> dict[str, SplitSamples]:
-    """SplitSamples of every split of a PairSet (embeddings from fairl.lm.encode's cache)."""
+    """SplitSamples of every split of a PairSet (embeddings from fairl.lm.encode's cache);
+    memoised per (content hash, judge, encoder): every SIR world of a study shares them."""
+    key = (pairset.content_hash, judge, encoder)
+    if key not in _SAMPLES:
+        _SAMPLES[key] = _read_samples(pairset, judge, encoder)
+    return _SAMPLES[key]
+
+
+def _read_samples(pairset, judge: str, encoder: str) -> dict[str, SplitSamples]:
     from fairl.data.pairset import stable_prompt_code, to_pairs  # heavy: scorers import torch
     from fairl.data.scorers import reward_from_toxicity
 
@@ -287,6 +298,9 @@ def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dic
                                 noise_rng.random(len(splits["train"])) < options.label_noise)
     key = json.dumps({**source, "options": _options_dict(options)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    # what r* is, whatever the pairs drawn with it (β, k, pairs per prompt, seed do not change it)
+    reward = json.dumps({**source, "judge": options.judge, "m": options.misspecification},
+                        sort_keys=True)
     all_kl = np.concatenate(list(kls.values()))
     info = {
         **source, "options": _options_dict(options),
@@ -299,6 +313,7 @@ def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dic
         "max_pool": max_pool,
         "exact_pi_star": options.k is None or options.k >= max_pool,
         "probe_w": probe.w, "probe_b": probe.b,
+        "reward_id": hashlib.sha256(reward.encode()).hexdigest()[:16],
     }
     return World(name="sir", train=splits["train"], test=splits["test"],
                  validation=splits["validation"], dataset_hash=f"sir-{digest}", info=info)

@@ -8,7 +8,9 @@ any composition or resampling):
   (the study's base fit with failure_mode none, dual_path false, seed = its first seed) fitted
   on the training pairs relabelled Bradley–Terry by r* (β = BETA, default_rng(first seed));
 * reference_oracle_test_starc/<option>:<value> for every value of a world option the study
-  searches (e.g. misspecification:0.5): the oracle of that world, since r* may change with it.
+  searches that changes r* (e.g. misspecification:0.5): the oracle of that world. A world
+  whose info has the base world's `reward_id` (SIR: same judge and m, e.g. another β) has the
+  same r* and is skipped (an oracle is a ridge fit of seconds).
 Computed once per (world content hash, options, fit) and cached as JSON under
 cache_dir()/reference/<sha256 of that key>.json; logged on the study's launch run.
 """
@@ -73,13 +75,16 @@ def _searched_options(spec) -> dict[str, list]:
             if key.startswith("world.options.") and hasattr(param, "choices")}
 
 
-def option_oracles(world_spec: dict, searched: dict[str, list]) -> dict[str, float]:
-    """reference_oracle_test_starc/<option>:<value> of the world at each searched value."""
+def option_oracles(world_spec: dict, searched: dict[str, list], base: World) -> dict[str, float]:
+    """reference_oracle_test_starc/<option>:<value> of the world at each searched value whose
+    r* is not the base world's."""
     values = {}
     for name, choices in searched.items():
         for choice in choices:
             world = load_world(world_spec["name"], {**world_spec["options"], name: choice})
-            if world.train.gt_T is not None and world.test.gt_T is not None:
+            same = world.info.get("reward_id") is not None and \
+                world.info.get("reward_id") == base.info.get("reward_id")
+            if not same and world.train.gt_T is not None and world.test.gt_T is not None:
                 values[f"reference_oracle_test_starc/{name}:{choice}"] = oracle_starc(
                     world.train, world.test).starc
     return values
@@ -100,7 +105,7 @@ def reference_metrics(spec) -> dict[str, float]:
     if path.is_file():
         return json.loads(path.read_text())["metrics"]
     values = {**compute(world, spec.fit, objectives, seed),
-              **option_oracles(world_spec, searched)}
+              **option_oracles(world_spec, searched, world)}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{id(values)}.tmp")
     temporary.write_text(json.dumps({"key": json.loads(key), "metrics": values}, indent=1))

@@ -143,6 +143,10 @@ def test_r_star_mixes_probe_and_judge_and_the_oracle_shows_it():
     assert printed[0.0] < 1e-3 and printed[1.0] == pytest.approx(oracle[1.0], abs=1e-4)
     assert _world().dataset_hash == _world(misspecification=0.0).dataset_hash
     assert _world().dataset_hash != _world(misspecification=1.0).dataset_hash
+    # r*'s identity: another β draws other pairs from the same r*, another m changes r*
+    reward = {key: _world(**options).info["reward_id"] for key, options in
+              (("base", {}), ("beta", {"beta": 2.0}), ("m", {"misspecification": 1.0}))}
+    assert reward["base"] == reward["beta"] != reward["m"]
 
 
 def test_the_probe_reward_is_exactly_linear_in_h_and_the_oracle_reaches_it():
