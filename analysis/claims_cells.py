@@ -358,7 +358,6 @@ def theorem_1(ledger: Ledger) -> Judged:
 def rerlhf(ledger: Ledger) -> list[Cell] | Judged:
     """Toxic rate of re-RLHF on FA-IRL's vs standard IRL's reward (policy runs, when any)."""
     from analysis.rerlhf import by_source, seed_values
-
     from fairl.runs.store import default_tracking_uri
 
     uri = ledger.options.uri
