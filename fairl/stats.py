@@ -7,8 +7,9 @@ table of such comparisons into Holm-adjusted words, each with its minimum detect
 
 A metric (`PromptMetric`) is re-weighted by prompt multiplicities: STARC and pairwise accuracy
 are functions of per-prompt sums (a replicate is a (B × P) matrix of prompt counts times a
-(P × k) table of per-prompt statistics); accuracy, F1 and ROC-AUC weight every pair by its
-prompt's count and re-sort nothing (cumulative weights over scores sorted once per seed).
+(P × k) table of per-prompt statistics); accuracy and F1 weight every pair by its prompt's
+count (scores sorted once per seed, a threshold per replicate); ROC-AUC is the quadratic form
+wᵀCw of the prompt counts w in per-prompt win counts C.
 """
 
 from __future__ import annotations
@@ -148,13 +149,16 @@ def _classification(statistic: str):
     def prepare(R_T, R_NT, gt_T, gt_NT, codes, n_prompts):
         counts = np.bincount(codes, minlength=n_prompts).astype(float)
         if statistic == "roc_auc":
-            # float32 is exact here: whole and half counts, partial sums far below 2^23
+            # float32 (twice as fast) is exact while the sums Σ_p w_p C_pq, multiples of ½ and
+            # at most P·(max_p n_p)² (all P draws on the largest prompt), stay below 2^22
+            exact = n_prompts * counts.max() ** 2 < 2**22
+            dtype = np.float32 if exact else np.float64
             wins = np.concatenate([_wins_by_prompt(r_T, r_NT, codes, n_prompts)
-                                   for r_T, r_NT in zip(R_T, R_NT)], 1).astype(np.float32)
+                                   for r_T, r_NT in zip(R_T, R_NT)], 1).astype(dtype)
 
             def auc(prompt_w: np.ndarray) -> np.ndarray:
                 total = prompt_w @ counts
-                weighted = (prompt_w.astype(np.float32) @ wins).astype(np.float64)  # (B, S·P)
+                weighted = (prompt_w.astype(dtype) @ wins).astype(np.float64)  # (B, S·P)
                 quadratic = (weighted.reshape(len(prompt_w), len(R_T), n_prompts)
                              * prompt_w[:, None, :]).sum(2)
                 return quadratic / total[:, None] ** 2
