@@ -234,6 +234,7 @@ class SplitSamples:
 
 
 _SAMPLES: dict[tuple[str, str, str], dict[str, SplitSamples]] = {}
+_PROBES: dict[tuple[str, str, str], Probe] = {}  # the probe of those samples (a ridge fit)
 
 
 def load_samples(pairset, judge: str, encoder: str = "minilm") -> dict[str, SplitSamples]:
@@ -263,17 +264,24 @@ def _read_samples(pairset, judge: str, encoder: str) -> dict[str, SplitSamples]:
 
 
 def make_sir_world(pairset, options: SirOptions, encoder: str = "minilm") -> World:
-    """The SIR world of a PairSet (fairl.data.pairset); see `sir_world`."""
-    return sir_world(load_samples(pairset, options.judge, encoder), options,
-                     source={"pairset": pairset.card.get("name"),
-                             "pairset_hash": pairset.content_hash, "encoder": encoder})
+    """The SIR world of a PairSet (fairl.data.pairset); see `sir_world`. Samples and probe
+    are shared by every SIR world of the process with the same PairSet, judge and encoder."""
+    key = (pairset.content_hash, options.judge, encoder)
+    samples = load_samples(pairset, options.judge, encoder)
+    if key not in _PROBES:
+        _PROBES[key] = fit_probe(samples["train"].h_T, samples["train"].judge_T)
+    return sir_world(samples, options, source={"pairset": pairset.card.get("name"),
+                                               "pairset_hash": pairset.content_hash,
+                                               "encoder": encoder}, probe=_PROBES[key])
 
 
-def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dict) -> World:
-    """Probe on the train split's aligned outputs, SIR pairs of base samples per split, label
-    noise on train; `source` (pairset, pairset_hash, encoder) names the data in the info."""
+def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dict,
+              probe: Probe | None = None) -> World:
+    """Probe on the train split's aligned outputs (`probe`: already fitted on them), SIR pairs
+    of base samples per split, label noise on train; `source` (pairset, pairset_hash,
+    encoder) names the data in the info."""
     target_T = {split: samples[split].judge_T for split in SPLITS}
-    probe = fit_probe(samples["train"].h_T, target_T["train"])
+    probe = probe or fit_probe(samples["train"].h_T, target_T["train"])
     held_out_h = np.concatenate([samples[s].h_T for s in ("validation", "test")])
     held_out_y = np.concatenate([target_T[s] for s in ("validation", "test")])
     base_y = np.concatenate([samples[s].judge_NT for s in SPLITS])
