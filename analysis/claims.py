@@ -85,12 +85,18 @@ def judge(claim, world: str, cells: list[Cell]) -> Row:
     best = max(range(len(cells)), key=score)
     mde = max(minimum_detectable_effect(cell.comparison.se, ALPHA / len(cells))
               for cell in cells)
+    worst = ""
+    if against:  # the strongest significant cell against the paper, named beside the verdict
+        index = min((i for i, w in enumerate(words) if w == "worse"), key=score)
+        c = cells[index].comparison
+        worst = (f"; strongest against: {cells[index].condition}, Δ {_signed(c.difference)} "
+                 f"[{_signed(c.ci_low)}, {_signed(c.ci_high)}], Holm p {fmt_p(p_holm[index])}")
     if found and against:
-        word = f"mixed ({found} for, {against} against)"
+        word = f"mixed ({found} for, {against} against{worst})"
     elif found:
         word = "reproduced"
     elif against:
-        word = "opposite"
+        word = f"opposite ({against} of {len(cells)} cells against{worst})"
     else:
         unit = ""
         if cells[best].relative and cells[best].comparison.b:
@@ -119,8 +125,11 @@ def ledger_rows(ledger: Ledger) -> tuple[list[Row], list[dict]]:
                             {"claim": claim.key, "world": measured.world, **measured.record}))
             continue
         by_world: dict[str, list[Cell]] = {}
-        for cell in measured:
-            by_world.setdefault(cell.world, []).append(cell)
+        seen = set()
+        for cell in measured:  # a configuration two studies ran on one world counts once
+            if ledger.evidence(cell) not in seen:
+                seen.add(ledger.evidence(cell))
+                by_world.setdefault(cell.world, []).append(cell)
         if not by_world:
             command = ledger.command(claim.studies[0])
             rows.append(Row(claim.text, claim.paper, "–", "–", "–",
@@ -131,6 +140,8 @@ def ledger_rows(ledger: Ledger) -> tuple[list[Row], list[dict]]:
             row = judge(claim, world, by_world[world])
             rows.append(row)
             p_holm = holm([cell.comparison.p_value for cell in by_world[world]])
+            if claim.key == "starc":  # every FA-IRL − standard IRL STARC cell, for the notes
+                ledger.fa_cells += list(zip(by_world[world], p_holm))
             cell_records += [{"claim": claim.key, "world": world, "condition": cell.condition,
                               "what": cell.what, "p_holm": float(p),
                               **dataclasses.asdict(cell.comparison),

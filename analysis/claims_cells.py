@@ -10,6 +10,7 @@ grouped by analysis.common.world_of (the runs' `world` tag; SIR by its m).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
 
@@ -85,8 +86,9 @@ class Ledger:
         self.bootstraps = Bootstraps()
         self._studies: dict[str, StudyRuns | MissingStudy] = {}
         self._rewards: dict[str, object] = {}
+        self._sources: dict[str, StudyRuns] = {}
         self.used: dict[str, tuple[TrialRun, str]] = {}
-        self.fa_cells: list[tuple[Cell, float]] = []
+        self.fa_cells: list[tuple[Cell, float]] = []  # the STARC claim's cells, Holm p
 
     def study(self, stem: str) -> StudyRuns | None:
         if stem not in self._studies:
@@ -114,7 +116,20 @@ class Ledger:
     def rewards(self, source: StudyRuns, run: TrialRun):
         if run.run_id not in self._rewards:
             self._rewards[run.run_id] = load_rewards(source.artifact(run, "rewards.npz"))
+            self._sources[run.run_id] = source
         return self._rewards[run.run_id]
+
+    def evidence(self, cell: Cell) -> tuple:
+        """What a cell rests on: its comparison and the digests of its runs' test rewards (one
+        configuration run by two studies on one world is one piece of evidence)."""
+        digests = []
+        for run in cell.runs:
+            rewards = self.rewards(self._sources[run.run_id], run) \
+                if run.run_id in self._sources else None
+            digests.append(run.run_id if rewards is None else hashlib.sha256(
+                rewards.R_T.tobytes() + rewards.R_NT.tobytes()
+                + repr(rewards.seeds).encode()).hexdigest())
+        return (cell.what, *digests)
 
     def contrast(self, metric: PromptMetric, source: StudyRuns, runs: list[TrialRun],
                  weights: list[float]) -> BootstrapComparison:
@@ -123,6 +138,7 @@ class Ledger:
 
     def cell(self, source, stem, context, what, comparison, runs, **extra) -> Cell:
         for run in runs:
+            self._sources.setdefault(run.run_id, source)
             self.used.setdefault(run.run_id, (run, f"{stem}: {run.name}"))
         return Cell(world_of(runs[0]), words(stem, context), what, comparison, runs, **extra)
 
@@ -176,19 +192,6 @@ def _oracle(source: StudyRuns, context: dict) -> float | None:
         if key in metrics:
             return metrics[key]
     return metrics.get("reference_oracle_test_starc")
-
-
-def starc_cells(ledger: Ledger) -> list[Cell]:
-    """Every FA-IRL − standard IRL STARC cell; kept (with its world's Holm p) for the notes."""
-    from fairl.stats import holm
-
-    cells = fa_vs_standard("test_starc", STARC, STARC_STUDIES, relative=True,
-                           rounds=None)(ledger)
-    ledger.fa_cells = []
-    for world in {cell.world for cell in cells}:
-        members = [cell for cell in cells if cell.world == world]
-        ledger.fa_cells += list(zip(members, holm([c.comparison.p_value for c in members])))
-    return cells
 
 
 def tnt_gain(ledger: Ledger) -> list[Cell]:
@@ -395,7 +398,8 @@ CLAIMS = (
     Claim("accuracy", "… and accuracy", "higher (no number)", CLASSIFICATION,
           fa_vs_standard("test_accuracy", ACCURACY, CLASSIFICATION)),
     Claim("starc", "FA-IRL's reward is closer to r*: STARC reduced by up to 24 %",
-          "−24 % (best condition)", STARC_STUDIES, starc_cells),
+          "−24 % (best condition)", STARC_STUDIES,
+          fa_vs_standard("test_starc", STARC, STARC_STUDIES, relative=True, rounds=None)),
     Claim("rerlhf", "Re-RLHF on FA-IRL's reward is less toxic",
           "6 % (FA-IRL) vs 9 % (standard IRL) vs 4 % (r*)", ("rerlhf",), rerlhf),
     Claim("theorem_1", "Failure constraints shrink the feasible set (Theorem 1)", "F_FA ⊊ F",
