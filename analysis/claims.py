@@ -5,7 +5,8 @@ claim is measured as cells, each a paired prompt × seed bootstrap on one set of
 (fairl.study.verdicts.Bootstraps / study_rows), oriented so that "better" is what the paper
 says (e.g. STARC(FA-IRL) − STARC(standard IRL) < 0). Per claim and world (`world_of`: the runs'
 `world` tag, SIR split by its misspecification m; the dataset hashes are in the provenance)
-the cells form one Holm family:
+the cells form one Holm family (a configuration two studies ran on one world, i.e. equal test
+rewards, is one cell):
 * reproduced: some cell significant in the paper's direction, none against it;
 * opposite: some against, none for; mixed: both;
 * not reproduced: none significant; MDE = the largest over the K cells of
