@@ -97,8 +97,9 @@ def reading(part: pd.DataFrame) -> str:
     if largest["verdict"] != "no detectable difference":
         return (f"FA-IRL {largest['verdict']} at {largest['rounds']} rounds too: an effect on "
                 f"the solution, not only on speed [{steps}]")
-    return (f"an effect at {', '.join(str(r) for r in found['rounds'])} rounds only, gone by "
-            f"{largest['rounds']}: optimisation speed, not the solution [{steps}]")
+    return (f"an effect at {', '.join(str(r) for r in found['rounds'])} rounds only, none at "
+            f"{largest['rounds']}: a matter of the optimisation's course, not of the solution "
+            f"[{steps}]")
 
 
 def build(options: Options) -> Section:
