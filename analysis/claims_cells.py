@@ -194,51 +194,46 @@ def _oracle(source: StudyRuns, context: dict) -> float | None:
     return metrics.get("reference_oracle_test_starc")
 
 
-def tnt_gain(ledger: Ledger) -> list[Cell]:
-    """(FA − std at the highest T→NT share) − (FA − std at the lowest), per other context."""
-    cells = []
-    for stem in ("tnt_fraction", "regime_map", "misspecification"):
+def _ends(ledger: Ledger, stems: tuple[str, ...], axis: str):
+    """(source, stem, other context, (run, ref) at the smallest and at the largest value of
+    context key `axis`) for every FA-IRL cell group of the studies that vary `axis`."""
+    for stem in stems:
         source = ledger.study(stem)
         if source is None:
             continue
         groups: dict[str, dict[float, tuple]] = {}
         for context, run, ref in _pairs(source):
-            if "tnt_fraction" in context:
-                rest = {k: v for k, v in context.items() if k != "tnt_fraction"}
+            if axis in context:
+                rest = {k: v for k, v in context.items() if k != axis}
                 groups.setdefault(json.dumps(rest, sort_keys=True), {})[
-                    float(context["tnt_fraction"])] = (run, ref)
-        for rest, shares in groups.items():
-            low, high = min(shares), max(shares)
-            if low == high:
-                continue
-            runs = [*shares[high], *shares[low]]
-            comparison = ledger.contrast(STARC, source, runs, [1.0, -1.0, -1.0, 1.0])
-            cells.append(ledger.cell(source, stem, json.loads(rest),
-                                     f"STARC gain at T→NT {high:g} minus gain at {low:g}",
-                                     comparison, runs, show_values=False))
+                    float(context[axis])] = (run, ref)
+        for rest, found in groups.items():
+            low, high = min(found), max(found)
+            if low != high:
+                yield source, stem, json.loads(rest), (low, *found[low]), (high, *found[high])
+
+
+def tnt_gain(ledger: Ledger) -> list[Cell]:
+    """(FA − std at the highest T→NT share) − (FA − std at the lowest), per other context."""
+    cells = []
+    for source, stem, rest, (low, *at_low), (high, *at_high) in _ends(
+            ledger, ("tnt_fraction", "regime_map", "misspecification"), "tnt_fraction"):
+        runs = [*at_high, *at_low]
+        cells.append(ledger.cell(source, stem, rest,
+                                 f"STARC gain at T→NT {high:g} minus gain at {low:g}",
+                                 ledger.contrast(STARC, source, runs, [1.0, -1.0, -1.0, 1.0]),
+                                 runs, show_values=False))
     return cells
 
 
 def more_constraints(ledger: Ledger) -> list[Cell]:
     """FA-IRL's STARC at the largest n minus at the smallest, per other context."""
     cells = []
-    for stem in ("identifiability", "misspecification"):
-        source = ledger.study(stem)
-        if source is None:
-            continue
-        groups: dict[str, dict[int, TrialRun]] = {}
-        for context, run, _ in _pairs(source):
-            if "n" in context:
-                rest = {k: v for k, v in context.items() if k != "n"}
-                groups.setdefault(json.dumps(rest, sort_keys=True), {})[int(context["n"])] = run
-        for rest, sizes in groups.items():
-            small, large = min(sizes), max(sizes)
-            if small == large:
-                continue
-            runs = [sizes[large], sizes[small]]
-            cells.append(ledger.cell(source, stem, json.loads(rest),
-                                     f"FA-IRL STARC at n {large} vs {small}",
-                                     ledger.contrast(STARC, source, runs, [1.0, -1.0]), runs))
+    for source, stem, rest, (small, run_small, _), (large, run_large, _) in _ends(
+            ledger, ("identifiability", "misspecification"), "n"):
+        runs = [run_large, run_small]
+        cells.append(ledger.cell(source, stem, rest, f"FA-IRL STARC at n {large:g} vs {small:g}",
+                                 ledger.contrast(STARC, source, runs, [1.0, -1.0]), runs))
     return cells
 
 
