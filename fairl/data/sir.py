@@ -21,9 +21,10 @@ r*/β exactly when k = K (a per-prompt constant log Z(x) drops out), and max-ent
 its maximum-likelihood fit.
 
 Knobs (`SirOptions`, swept as world.options.*): β, k, pairs per prompt, label noise on the
-training pairs, the judge, the misspecification m, the encoder, the draw seed. A pair is T→NT when the judge calls
-o_NT toxic (toxicity >= 0.5, i.e. its logit <= 0) and o_T not, as in every PairSet; the exact T→NT fraction at a
-given n is world.compose (fairl.data.compose). Splits are the PairSet's (by prompt).
+training pairs, the judge, the misspecification m, the encoder, the draw seed. A pair is T→NT
+when the judge calls o_NT toxic (toxicity >= 0.5, i.e. its logit <= 0) and o_T not, as in
+every PairSet; the exact T→NT fraction at a given n is world.compose (fairl.data.compose).
+Splits are the PairSet's (by prompt).
 """
 
 from __future__ import annotations
@@ -289,10 +290,10 @@ def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dic
     probe_texts = set(samples["train"].text_T)
 
     splits, kls, shared, max_pool = {}, {}, 0, 0
+    m = options.misspecification
     for number, split in enumerate(SPLITS):
         part = samples[split]
         shared += sum(text in probe_texts for text in part.text_NT)
-        m = options.misspecification
         pool = _Pool(h=part.h_NT, texts=part.text_NT,
                      reward=(1 - m) * probe(part.h_NT) + m * part.judge_NT,
                      toxic=part.judge_NT <= 0, prompt_codes=part.prompt_codes,
