@@ -6,6 +6,7 @@ One module per item (a table and/or figure), each with `build(options) -> Sectio
 """
 
 # Items in report order: module analysis.<item> defines NAME, STUDY, TITLE and build().
-ITEMS = ("main_table", "training_curves", "reward_distributions", "failures", "tnt_fraction",
+ITEMS = ("claims", "main_table", "training_curves", "reward_distributions", "failures", "tnt_fraction",
          "ablation_no_rf", "ablation_fixed_lambda", "ablation_failure_source", "sweep_heatmap",
-         "importances", "rerlhf", "identifiability", "regime_map", "feasible_width")
+         "importances", "rerlhf", "identifiability", "regime_map", "misspecification", "budget",
+         "feasible_width")

@@ -1,7 +1,7 @@
 """Ablation: where failures come from (r*, the margin criterion, an ensemble, none), table and figure.
 
-The table is the variant table of ablation_no_rf (every metric; F1 / STARC against standard
-IRL with paired tests). The figure: held-out F1 and STARC per failure source, large dots = mean
+The table is the variant table of ablation_no_rf (every metric; Δ F1 / Δ STARC against
+standard IRL with the prompt × seed bootstrap and Holm verdicts). The figure: held-out F1 and STARC per failure source, large dots = mean
 over seeds, whiskers = 95 % t-interval, small dots = single seeds, one colour per objective.
 Study: ablation_failure_source.
 """

@@ -1,8 +1,8 @@
 """Ablation: fixed failure-loss weight λ_t = λ_0 against the same λ_0 decayed, table and figure.
 
 Rows: λ_0 × schedule (decayed λ_t = λ_0 e^{-kt}, or fixed); every held-out metric (mean ± std
-over seeds), and the fixed schedule against the decayed one at the same λ_0 (relative F1 and
-STARC change, paired tests over seeds). Figure: F1 and STARC against λ_0, one line per
+over seeds), and the fixed schedule against the decayed one at the same λ_0 (Δ F1 and Δ STARC
+with the relative change, prompt × seed bootstrap interval and Holm verdict). Figure: F1 and STARC against λ_0, one line per
 schedule, 95 % CI bands. Study: ablation_fixed_lambda.
 """
 
@@ -78,13 +78,14 @@ def build(options: Options) -> Section:
         reference = found.get((objective, lambda0, "decayed"))
         block = f"{lambda0:g}" + (f", {objective_label(objective)}" if several else "")
         entries.append((block, schedule_label(run), run, reference))
-    columns, rows, data = comparison(entries, "λ_0", "schedule", "decayed")
+    columns, rows, data = comparison(entries, "λ_0", "schedule", "decayed", source)
     methods = sorted({method_label(run.method) for run in found.values()})
     seeds = max(len(run.seeds) for run in found.values())
     caption = (f"{selection_note(source)} Fixed vs decayed failure-loss weight ({', '.join(methods)}, "
                f"{', '.join(objective_label(o) for o in objectives)}): held-out metrics, mean ± "
-               f"std over {seeds} seeds; fixed against decayed at the same λ_0 with paired "
-               "t-test p-values.")
+               f"std over {seeds} seeds; Δ F1 and Δ STARC of fixed against decayed at the same λ_0: "
+               "95 % paired prompt × seed bootstrap interval, verdict Holm-adjusted per metric "
+               "across the table's rows.")
     files = write_table(options.out, NAME, columns, rows, caption, data)
 
     figure_style()

@@ -2,14 +2,13 @@
 
 FA-IRL (R = R_D + R_F) against the failure loss routed into R_D alone (no R_F), a failure
 head without a failure loss, and standard IRL, under each objective: every held-out metric
-(mean ± std over seeds), and F1 / STARC relative to standard IRL with paired tests over
-seeds. Study: ablation_no_rf.
+(mean ± std over seeds), and Δ F1 / Δ STARC against standard IRL with the prompt × seed
+bootstrap interval and Holm verdict (analysis.common.comparison). Study: ablation_no_rf.
 """
 
 from __future__ import annotations
 
 from analysis.common import (
-    bootstrap_rows,
     comparison,
     markdown_table,
     method_label,
@@ -57,14 +56,13 @@ def variant_table(options: Options, name: str, study: str, title: str, what: str
     remove_outputs(options.out, name)
     shown = [(objective_label(objective), method_label(variant), run, reference)
              for objective, variant, run, reference in entries]
-    columns, rows, data = comparison(shown, "objective", "variant", "standard IRL",
-                                     bootstrap_rows(source))
+    columns, rows, data = comparison(shown, "objective", "variant", "standard IRL", source)
     seeds = max(len(run.seeds) for _, _, run, _ in entries)
     caption = (f"{selection_note(source)} {what}: held-out metrics, mean ± std over {seeds} "
-               "seeds (one run per cell: nothing selected beyond it); F1 and STARC relative to "
-               "standard IRL (same objective) with paired t-test p-values over seeds; Δ STARC "
-               "vs standard IRL: 95 % paired prompt × seed bootstrap, verdict Holm-adjusted "
-               "across the study's comparisons.")
+               "seeds (one run per cell: nothing selected beyond it); Δ F1 and Δ STARC vs "
+               "standard IRL (same objective) with the relative change, the 95 % paired prompt × "
+               "seed bootstrap interval and the verdict, Holm-adjusted per metric across the "
+               "table's comparisons.")
     files = write_table(options.out, name, columns, rows, caption, data)
     used = [(run, f"{method_label(variant)}, {objective_label(objective)}")
             for objective, variant, run, _ in entries]

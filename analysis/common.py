@@ -43,6 +43,17 @@ METRIC_AXES = {key: axis for key, _, axis in METRICS}
 COLORS = {"standard IRL": "#4c72b0", "FA-IRL": "#dd8452"}
 
 
+def world_of(run) -> str:
+    """The world a trial run was measured in, in words: its `world` tag (default: the
+    embedded world), the SIR world with its misspecification m (0 when not set)."""
+    world = run.tags.get("world", "?")
+    if world == "sir":
+        m = run.param("world.options.misspecification") \
+            if "world.options.misspecification" in run.params else 0.0
+        return f"SIR, m = {float(m):g}"
+    return {"default": "embedded"}.get(world, world)
+
+
 def method_label(name: str | None) -> str:
     return VARIANTS.get(name or "", name or "?")
 
@@ -99,14 +110,21 @@ def paired_t_interval(treated: dict[int, float], reference: dict[int, float],
 def bootstrap_rows(runs) -> dict[tuple[str, str, str], object]:
     """fairl.study.verdicts.study_rows keyed by (context JSON, label, metric); a study whose
     runs lack test prompt ids is MissingStudy with the rerun as its hint."""
-    try:
-        rows = study_rows(runs)
-    except NoPromptIds as error:
-        raise MissingStudy(runs.study, runs.study_file, runs.uri, str(error), hint=(
-            f"fairl study run {runs.study_file} into a fresh tracking store and --storage (its "
-            "runs predate test_prompt_ids in rewards.npz)")) from None
-    return {(json.dumps(row.context, sort_keys=True), row.label, row.metric): row
-            for row in rows}
+    key = (runs.uri, runs.experiment_id, tuple(run.run_id for run in runs.runs))
+    if key not in _ROWS:
+        try:
+            rows = study_rows(runs)
+        except NoPromptIds as error:
+            raise MissingStudy(runs.study, runs.study_file, runs.uri, str(error),
+                               hint=_rerun(runs)) from None
+        _ROWS[key] = {(json.dumps(row.context, sort_keys=True), row.label, row.metric): row
+                      for row in rows}
+    return _ROWS[key]
+
+
+# bootstrap_rows per (store, experiment, finished runs): several items read one study, and
+# finished runs do not change.
+_ROWS: dict[tuple, dict] = {}
 
 
 def selection_note(runs) -> str:
@@ -283,23 +301,54 @@ def legend_above(fig, ax, ncol: int | None = None) -> None:
 
 # --- ablation tables -----------------------------------------------------------------------------
 
-def comparison(entries, block_name: str, row_name: str, reference_name: str,
-               verdict_rows: dict | None = None):
+JUDGED = (("test_f1", "F1"), ("test_starc", "STARC"))  # the ablation tables' Δ columns
+
+
+def entry_rows(source, pairs, metrics=tuple(key for key, _ in JUDGED)) -> dict:
+    """{(run id, reference run id, metric): (BootstrapComparison, Holm p, verdict)} of the
+    prompt × seed bootstrap of run − reference on the same test pairs; Holm per metric across
+    `pairs` (the table's comparisons). Runs without test prompt ids: MissingStudy."""
+    from fairl.stats import verdicts
+    from fairl.study.verdicts import BOOTSTRAP_METRICS, Bootstraps, load_rewards
+
+    rewards, missing = {}, []
+    for run in {item.run_id: item for pair in pairs for item in pair}.values():
+        rewards[run.run_id] = load_rewards(source.artifact(run, "rewards.npz"))
+        if rewards[run.run_id].prompt_ids is None:
+            missing.append(run.run_id)
+    if missing:
+        raise MissingStudy(source.study, source.study_file, source.uri,
+                           str(NoPromptIds(sorted(missing))), hint=_rerun(source))
+    bootstraps, found = Bootstraps(), {}
+    for metric in metrics:
+        if metric == "test_starc" and any(rewards[run.run_id].gt_T is None for pair in pairs
+                                          for run in pair):
+            continue
+        comparisons = [bootstraps.contrast(BOOTSTRAP_METRICS[metric],
+                                           [(run.run_id, rewards[run.run_id]),
+                                            (ref.run_id, rewards[ref.run_id])], [1.0, -1.0])
+                       for run, ref in pairs]
+        for (run, ref), judged in zip(pairs, verdicts(comparisons)):
+            found[(run.run_id, ref.run_id, metric)] = judged
+    return found
+
+
+def comparison(entries, block_name: str, row_name: str, reference_name: str, source):
     """An ablation table: every metric (mean ± std over seeds) per row, and against its reference.
 
     `entries`: (block, row label, run, reference run or None) in display order. Against the
-    reference (same block): relative change of F1 and STARC and paired tests over seeds;
-    with `verdict_rows` (bootstrap_rows of the study) also the prompt × seed bootstrap
-    interval of Δ STARC and its Holm verdict. Returns (columns, formatted rows, DataFrame).
+    reference (same block), for F1 and STARC: Δ with the relative change, its 95 % paired
+    prompt × seed bootstrap interval and the verdict, Holm-adjusted per metric across the
+    table's rows (`entry_rows`). Returns (columns, formatted rows, DataFrame).
     """
     import pandas as pd
 
-    columns = [block_name, row_name] + [short for _, short, _ in METRICS] + [
-        f"F1 vs {reference_name}", "p (F1)", f"STARC vs {reference_name}", "p (STARC)"]
-    by_run = {row.run_id: row for row in (verdict_rows or {}).values()
-              if row.metric == "test_starc"}
-    if verdict_rows is not None:
-        columns += ["Δ STARC 95 % CI (bootstrap)", "STARC verdict (Holm)"]
+    columns = [block_name, row_name] + [short for _, short, _ in METRICS]
+    for _, short in JUDGED:
+        columns += [f"Δ {short} vs {reference_name} [95 % CI]", f"{short} verdict (Holm)"]
+    pairs = [(run, reference) for _, _, run, reference in entries
+             if reference is not None and reference is not run]
+    judged = entry_rows(source, pairs) if pairs else {}
     table, records = [], []
     for block, label, run, reference in entries:
         record = {block_name: block, row_name: label, "run_id": run.run_id,
@@ -312,31 +361,33 @@ def comparison(entries, block_name: str, row_name: str, reference_name: str,
             record.update({f"{metric}_mean": mean, f"{metric}_std": std,
                            f"{metric}_ci_low": low, f"{metric}_ci_high": high})
             cells.append(fmt_mean_std(mean, std))
-        for metric in ("test_f1", "test_starc"):
-            change = p_t = p_w = math.nan
-            if reference is not None and reference is not run and metric in run.metrics:
-                change = relative_change(run.metrics[metric], reference.metrics[metric])
-                p_t, p_w, _ = paired_tests(run.seed_values(metric), reference.seed_values(metric))
-            record.update({f"{metric}_change_percent": change, f"{metric}_p_paired_t": p_t,
-                           f"{metric}_p_wilcoxon": p_w})
-            cells += [fmt_percent(change).replace("-", "−"), fmt_p(p_t)]
-        if verdict_rows is not None:
-            cells += _verdict_cells(record, by_run.get(run.run_id))
+        for metric, _ in JUDGED:
+            row = judged.get((run.run_id, reference.run_id if reference else "", metric))
+            cells += _judged_cells(record, metric, row)
         record["n_seeds"] = len(run.seeds)
         table.append(cells)
         records.append(record)
     return columns, table, pd.DataFrame(records)
 
 
-def _verdict_cells(record: dict, row) -> list[str]:
-    """The bootstrap interval and verdict cells of an ablation row (– for the reference)."""
+def _judged_cells(record: dict, metric: str, row) -> list[str]:
+    """The Δ [interval] and verdict cells of one metric of an ablation row (– without one)."""
     if row is None:
         return ["–", "–"]
     c = row.comparison
-    record.update({"test_starc_diff_ci_low": c.ci_low, "test_starc_diff_ci_high": c.ci_high,
-                   "test_starc_p_holm": row.p_holm, "test_starc_verdict": row.verdict,
-                   "test_starc_mde": c.mde})
-    return [fmt_interval(c.ci_low, c.ci_high, 4).replace("-", "−"), row.verdict]
+    record.update({f"{metric}_difference": c.difference,
+                   f"{metric}_change_percent": relative_change(c.a, c.b),
+                   f"{metric}_diff_ci_low": c.ci_low, f"{metric}_diff_ci_high": c.ci_high,
+                   f"{metric}_p_holm": row.p_adjusted, f"{metric}_verdict": row.verdict,
+                   f"{metric}_mde": c.mde})
+    text = (f"{c.difference:+.4f} ({fmt_percent(relative_change(c.a, c.b))}) "
+            f"{fmt_interval(c.ci_low, c.ci_high, 4)}")
+    return [text.replace("-", "−"), row.verdict]
+
+
+def _rerun(source) -> str:
+    return (f"fairl study run {source.study_file} into a fresh tracking store and --storage (its "
+            "runs predate test_prompt_ids in rewards.npz)")
 
 
 # --- running one item as a script ----------------------------------------------------------------

@@ -12,6 +12,8 @@ ratio |F_FA|/|F| against M_fail (fixed m) and against m (fixed M_fail).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -40,8 +42,10 @@ FAILURE_COUNTS = (1, 2, 5, 10, 20, 50)
 DEFAULT_FACTOR, DEFAULT_COUNT = 2.0, 10
 
 
+@functools.cache  # deterministic and slow (~15 s of LPs): the claims ledger reads it too
 def measure() -> tuple[pd.DataFrame, dict]:
-    """Per (setting, direction): widths of F and F_FA; and the world's constants."""
+    """Per (setting, direction): widths of F and F_FA; and the world's constants (do not
+    modify them: they are shared)."""
     world = make_planted(WORLD)
     diffs = (world.train.h_T - world.train.h_NT).astype(np.float64)
     margin = MARGIN_SHARE * max_margin(diffs)

@@ -2,11 +2,11 @@
 
 Per objective and metric: each method's test mean ± std over seeds, the difference FA-IRL −
 standard IRL with its 95 % interval, the probability of improvement, the Holm-adjusted
-verdict and the minimum detectable effect. STARC and pairwise accuracy: the paired prompt ×
-seed bootstrap of fairl.study.verdicts (the numbers the study's launch run logged), Holm
-across those rows; accuracy, F1 and ROC-AUC: a paired t-interval over seeds only, labelled
-so (test pairs held fixed), no verdict. The paired t-test over seeds stays as a secondary
-column. Reference rows: the linear oracle and standard IRL on Bradley–Terry(r*) labels
+verdict and the minimum detectable effect: the paired prompt × seed bootstrap of
+fairl.study.verdicts for every metric (the numbers the study's launch run logged), Holm per
+metric across the objectives; a row without one (runs of an older store) falls back to a
+paired t-interval over seeds only, labelled so, with no verdict. The paired t-test over seeds
+stays as a secondary column. Reference rows: the linear oracle and standard IRL on Bradley–Terry(r*) labels
 (fairl.study.references, from the launch run). Study: main_table.
 """
 
@@ -155,13 +155,14 @@ def build(options: Options) -> Section:
     n = int(data["n_paired_seeds"].max())
     boot = data[data["interval"] == BOOTSTRAP]
     n_boot = int(boot["n_boot"].max()) if not boot.empty else 0
+    seeds_only = (" Rows marked seeds only: paired t-interval over seeds (test pairs fixed), "
+                  "no verdict." if (data["interval"] == SEEDS_ONLY).any() else "")
     caption = (f"{selection_note(runs)} Held-out metrics, mean ± std over {n} seeds; Δ = "
-               f"FA-IRL − standard IRL. STARC and pairwise accuracy: 95 % paired prompt × seed "
-               f"bootstrap of Δ ({n_boot} replicates), P(FA better) = share of replicates where "
-               f"FA-IRL is better, verdict Holm-adjusted across those rows at α = 0.05, MDE = "
-               f"|Δ| detectable with 80 % power. Other metrics: seeds-only paired t-interval "
-               f"(test pairs fixed), no verdict. STARC: lower is better; reference rows: the "
-               f"best linear reward and IRL on ideal labels.")
+               f"FA-IRL − standard IRL with its 95 % paired prompt × seed bootstrap interval "
+               f"({n_boot} replicates), P(FA better) = share of replicates where FA-IRL is "
+               f"better, verdict Holm-adjusted per metric across the objectives at α = 0.05, "
+               f"MDE = |Δ| detectable with 80 % power.{seeds_only} STARC: lower is better; "
+               f"reference rows: the best linear reward and IRL on ideal labels.")
     files = write_table(options.out, NAME, COLUMNS, table, caption, data)
     used = []
     for objective, standard, fa in method_pairs(runs):

@@ -1,5 +1,6 @@
 """The regime map: STARC(FA-IRL) − STARC(standard IRL) over β × T→NT fraction, per n and objective.
 
+`map_section` draws any such map (analysis.misspecification: rows = the misspecification m).
 Every cell is one row of fairl.study.verdicts.study_rows (the launch's verdicts: prompt ×
 seed bootstrap of test STARC(FA) − STARC(std) on the same test pairs, Holm-adjusted over the
 whole map): colour = the difference (blue: FA-IRL lower STARC, better), text = the difference,
@@ -57,31 +58,40 @@ def cells(source) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _panel_keys(data: pd.DataFrame) -> list[str]:
-    fixed = {ROW, COLUMN, "label", "starc_fa", "starc_std", "difference", "relative_percent",
+def _panel_keys(data: pd.DataFrame, row: str = ROW) -> list[str]:
+    fixed = {row, COLUMN, "label", "starc_fa", "starc_std", "difference", "relative_percent",
              "ci_low", "ci_high", "p_holm", "mde", "verdict", "run_id", "reference_run_id"}
     return [key for key in data.columns if key not in fixed]
 
 
 def build(options: Options) -> Section:
+    return map_section(options, STUDY, NAME, TITLE, ROW, "β (alignment strength⁻¹)", "β")
+
+
+def map_section(options: Options, study: str, name: str, title: str, row: str, row_label: str,
+                row_short: str, row_ticks=None, notes: str = "") -> Section:
+    """The map of a study's STARC verdicts: rows = context key `row`, columns = the T→NT
+    fraction, one panel per value of every other context key; `row_ticks(source)`: {row
+    value: tick label}; `notes`: Markdown after the table."""
     import matplotlib.pyplot as plt
 
-    source = options.study(STUDY)
+    source = options.study(study)
     data = cells(source)
     if data.empty:
         raise MissingStudy(source.study, source.study_file, source.uri,
                            "no FA-IRL vs standard IRL STARC verdicts")
-    remove_outputs(options.out, NAME)
-    if ROW not in data:
-        data[ROW] = math.nan
+    remove_outputs(options.out, name)
+    if row not in data:
+        data[row] = math.nan
     if COLUMN not in data:
         data[COLUMN] = math.nan
-    keys = _panel_keys(data)
+    keys = _panel_keys(data, row)
+    ticks = row_ticks(source) if row_ticks else {}
     panels = list(data.groupby(keys).groups) if keys else [()]
     panels = sorted((panel if isinstance(panel, tuple) else (panel,) for panel in panels),
                     key=lambda panel: [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
                                        for v in panel])
-    row_values = sorted(data[ROW].dropna().unique()) or [math.nan]
+    row_values = sorted(data[row].dropna().unique()) or [math.nan]
     column_values = sorted(data[COLUMN].dropna().unique()) or [math.nan]
     limit = float(np.nanmax(np.abs(data["difference"]))) or 1e-3
     figure_style()
@@ -99,7 +109,7 @@ def build(options: Options) -> Section:
         grid = np.full((len(row_values), len(column_values)), np.nan)
         for i, r in enumerate(row_values):
             for j, col in enumerate(column_values):
-                hit = part[((part[ROW] == r) | (part[ROW].isna() & math.isnan(r)))
+                hit = part[((part[row] == r) | (part[row].isna() & math.isnan(r)))
                            & ((part[COLUMN] == col) | (part[COLUMN].isna() & math.isnan(col)))]
                 if hit.empty:
                     continue
@@ -113,25 +123,27 @@ def build(options: Options) -> Section:
         image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
                           origin="lower")
         ax.set_xticks(range(len(column_values)), [f"{v:g}" for v in column_values])
-        ax.set_yticks(range(len(row_values)), [f"{v:g}" for v in row_values])
-        ax.set_xlabel("T→NT fraction of the training pairs")
-        if index % width == 0:
-            ax.set_ylabel("β (alignment strength⁻¹)")
+        first = index % width == 0  # row labels (long with ticks) on the left panels only
+        ax.set_yticks(range(len(row_values)), [ticks.get(v, f"{v:g}") if first else ""
+                                               for v in row_values])
+        if first:
+            ax.set_ylabel(row_label)
         ax.grid(False)
-        title = ", ".join(objective_label(str(v)) if k == "objective" else f"{k}={v}"
-                          for k, v in zip(keys, panel))
-        ax.set_title(title or "all", fontsize=10)
+        panel_title = ", ".join(objective_label(str(v)) if k == "objective" else f"{k}={v}"
+                                for k, v in zip(keys, panel))
+        ax.set_title(panel_title or "all", fontsize=10)
     for index in range(len(panels), height * width):
         axes[index // width][index % width].axis("off")
+    fig.supxlabel("T→NT fraction of the training pairs", fontsize=11)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
                  label="STARC(FA-IRL) − STARC(standard IRL)  (< 0: FA-IRL better)")
-    files = save_figure(fig, options.out, NAME)
+    files = save_figure(fig, options.out, name)
 
-    ordered = data.sort_values(keys + [ROW, COLUMN])
-    columns = [*keys, "β", "T→NT", "STARC std", "STARC FA", "FA − std [95 % CI]", "relative",
+    ordered = data.sort_values(keys + [row, COLUMN])
+    columns = [*keys, row_short, "T→NT", "STARC std", "STARC FA", "FA − std [95 % CI]", "relative",
                "Holm p", "verdict"]
     rows = [[*(objective_label(str(r[k])) if k == "objective" else str(r[k]) for k in keys),
-             fmt(r[ROW], 2), fmt(r[COLUMN], 2), fmt(r["starc_std"]), fmt(r["starc_fa"]),
+             fmt(r[row], 2), fmt(r[COLUMN], 2), fmt(r["starc_std"]), fmt(r["starc_fa"]),
              f"{r['difference']:+.4f} {fmt_interval(r['ci_low'], r['ci_high'], 4)}",
              f"{r['relative_percent']:+.1f} %", fmt_p(r["p_holm"]), r["verdict"]]
             for _, r in ordered.iterrows()]
@@ -140,15 +152,15 @@ def build(options: Options) -> Section:
     caption = (f"{selection_note(source)} FA-IRL vs standard IRL "
                "test STARC per cell; 95 % prompt × seed bootstrap interval, Holm over all "
                f"{len(ordered)} cells: {summary}.")
-    table = write_table(options.out, NAME, columns, rows, caption, ordered)
+    table = write_table(options.out, name, columns, rows, caption, ordered)
     used_ids = set(data["run_id"]) | set(data["reference_run_id"])
     used = [(run, f"{method_label(run.method)}, {objective_label(run.objective)}")
             for run in source.runs if run.run_id in used_ids]
     figure_caption = ("STARC(FA-IRL) − STARC(standard IRL) on the test pairs per cell (blue: "
                       "FA-IRL closer to r*); text: difference, relative change, verdict "
                       "(n.d.: no detectable difference at Holm-adjusted 5 %).")
-    return Section(TITLE, [(files[0], figure_caption)], [(markdown_table(columns, rows), caption)],
-                   files + table, used, [source])
+    return Section(title, [(files[0], figure_caption)], [(markdown_table(columns, rows), caption)],
+                   files + table, used, [source], notes=notes)
 
 
 if __name__ == "__main__":

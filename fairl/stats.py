@@ -5,8 +5,11 @@ pairs. `paired_bootstrap` resamples prompts (clusters of pairs) and seeds togeth
 interval covers both the choice of test prompts and the optimiser noise; `verdicts` turns a
 table of such comparisons into Holm-adjusted words, each with its minimum detectable effect.
 
-Metrics are functions of per-prompt sums (`PromptMetric`): a bootstrap replicate is then a
-(B × P) matrix of prompt counts times a (P × k) table of per-prompt statistics.
+A metric (`PromptMetric`) is re-weighted by prompt multiplicities: STARC and pairwise accuracy
+are functions of per-prompt sums (a replicate is a (B × P) matrix of prompt counts times a
+(P × k) table of per-prompt statistics); accuracy and F1 weight every pair by its prompt's
+count (scores sorted once per seed, a threshold per replicate); ROC-AUC is the quadratic form
+wᵀCw of the prompt counts w in per-prompt win counts C.
 """
 
 from __future__ import annotations
@@ -23,16 +26,16 @@ Rewards = tuple[np.ndarray, np.ndarray]  # (R_T, R_NT), each (S, n): seed s, pai
 
 @dataclass(frozen=True)
 class PromptMetric:
-    """A metric that is `combine(Σ_p w_p · stats_p)` for per-prompt statistics and weights w.
+    """A held-out metric a bootstrap can re-weight by prompt (a prompt drawn w times counts as
+    w copies of all its pairs).
 
-    `per_prompt(R_T, R_NT, gt_T, gt_NT, codes, n_prompts)` maps (S, n) rewards to (S, P, k)
-    statistics; `combine` maps (..., k) weighted sums to (...) metric values.
+    `prepare(R_T, R_NT, gt_T, gt_NT, codes, n_prompts)` takes (S, n) rewards and returns
+    `values(prompt_weights)`: (B, P) prompt multiplicities -> (B, S) metric values per seed.
     """
 
     name: str
     lower_is_better: bool
-    per_prompt: Callable[..., np.ndarray]
-    combine: Callable[[np.ndarray], np.ndarray]
+    prepare: Callable[..., Callable[[np.ndarray], np.ndarray]]
 
 
 def _group_sum(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -43,6 +46,15 @@ def _group_sum(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarr
     sums = np.bincount(index.ravel(), weights=values.reshape(rows, -1).ravel(),
                        minlength=rows * n_groups)
     return sums.reshape(*lead, n_groups)
+
+
+def _additive(per_prompt: Callable[..., np.ndarray], combine: Callable[[np.ndarray], np.ndarray]):
+    """`prepare` of a metric that is combine(Σ_p w_p · stats_p): one (B × P) @ (P × S·k) product
+    per bootstrap, given per-prompt statistics (S, P, k)."""
+    def prepare(R_T, R_NT, gt_T, gt_NT, codes, n_prompts):
+        stats = per_prompt(R_T, R_NT, gt_T, gt_NT, codes, n_prompts)
+        return lambda prompt_w: combine(_weighted_sums(prompt_w, stats))
+    return prepare
 
 
 def _starc_per_prompt(R_T, R_NT, gt_T, gt_NT, codes, n_prompts) -> np.ndarray:
@@ -82,9 +94,101 @@ def _accuracy_per_prompt(R_T, R_NT, gt_T, gt_NT, codes, n_prompts) -> np.ndarray
     return np.stack([correct, counts], axis=-1)
 
 
-STARC = PromptMetric("starc", True, _starc_per_prompt, _starc_combine)
-PAIRWISE_ACCURACY = PromptMetric("pairwise_accuracy", False, _accuracy_per_prompt,
-                                 lambda sums: sums[..., 0] / sums[..., 1])
+BLOCK = 512  # bootstrap replicates per block when a (replicates × outputs) array is needed
+
+
+def _above(scores, codes, n_prompts, prompt_w, thresholds) -> np.ndarray:
+    """(B,) Σ_i w_p(i)·[scores_i > t_b] for a threshold t_b per replicate.
+
+    With the scores sorted and k_b = #{scores <= t_b}: the outputs beyond the largest k count
+    through per-prompt counts; those in the band between the smallest and the largest k (few:
+    the replicates' thresholds are close) through per-prompt counts from each position on,
+    so a replicate costs one (P,) gather and dot product.
+    """
+    order = np.argsort(scores, kind="stable")
+    k = np.searchsorted(scores[order], thresholds, side="right")  # (B,)
+    low, high = int(k.min()), int(k.max())
+    beyond = np.bincount(codes[order[high:]], minlength=n_prompts).astype(float)
+    band = codes[order[low:high]]
+    onehot = np.zeros((len(band) + 1, n_prompts))
+    onehot[np.arange(len(band)), band] = 1.0
+    from_position = np.cumsum(onehot[::-1], axis=0)[::-1]  # row j: band outputs j.. per prompt
+    total = prompt_w @ beyond
+    for start in range(0, len(prompt_w), BLOCK):
+        rows = slice(start, start + BLOCK)
+        total[rows] += (prompt_w[rows] * from_position[k[rows] - low]).sum(1)
+    return total
+
+
+def _wins_by_prompt(r_T, r_NT, codes, n_prompts) -> np.ndarray:
+    """(P, P) C[p, q] = Σ_{i ∈ p, j ∈ q} [R_T,i > R_NT,j] + ½[R_T,i = R_NT,j], from the NT scores
+    sorted once: per block of prompts q, cumulative counts of q's NT outputs along the order."""
+    order = np.argsort(r_NT, kind="stable")
+    sorted_NT, codes_NT = r_NT[order], codes[order]
+    below = np.searchsorted(sorted_NT, r_T, side="left")  # NT outputs strictly below R_T,i
+    upto = np.searchsorted(sorted_NT, r_T, side="right")
+    wins = np.empty((n_prompts, n_prompts))
+    width = max(1, (1 << 22) // (len(r_NT) + 1))  # prompts per block: (n + 1) × width floats
+    for first in range(0, n_prompts, width):
+        block = np.arange(first, min(first + width, n_prompts))
+        onehot = codes_NT[:, None] == block[None, :]  # (n, q)
+        cumulative = np.concatenate([np.zeros((1, len(block))), np.cumsum(onehot, 0)])
+        per_T = 0.5 * (cumulative[below] + cumulative[upto])  # (n, q): ties count ½
+        wins[:, block] = _group_sum(per_T.T, codes, n_prompts).T
+    return wins
+
+
+def _classification(statistic: str):
+    """`prepare` of accuracy, F1 or ROC-AUC as fairl.metrics.classification_metrics computes
+    them, on pairs weighted by their prompt's multiplicity w_p.
+
+    With N = Σ_p w_p n_p: threshold t = Σ w·(R_T + R_NT) / 2N (the midpoint of the class
+    means); TP = Σ w·[R_T > t], FP = Σ w·[R_NT > t]; accuracy = (TP + N − FP) / 2N,
+    F1 = 2TP / (TP + FP + N); ROC-AUC = wᵀ C w / N² with C the per-prompt win counts.
+    """
+    def prepare(R_T, R_NT, gt_T, gt_NT, codes, n_prompts):
+        counts = np.bincount(codes, minlength=n_prompts).astype(float)
+        if statistic == "roc_auc":
+            # float32 (twice as fast) is exact while the sums Σ_p w_p C_pq, multiples of ½ and
+            # at most P·(max_p n_p)² (all P draws on the largest prompt), stay below 2^22
+            exact = n_prompts * counts.max() ** 2 < 2**22
+            dtype = np.float32 if exact else np.float64
+            wins = np.concatenate([_wins_by_prompt(r_T, r_NT, codes, n_prompts)
+                                   for r_T, r_NT in zip(R_T, R_NT)], 1).astype(dtype)
+
+            def auc(prompt_w: np.ndarray) -> np.ndarray:
+                total = prompt_w @ counts
+                weighted = (prompt_w.astype(dtype) @ wins).astype(np.float64)  # (B, S·P)
+                quadratic = (weighted.reshape(len(prompt_w), len(R_T), n_prompts)
+                             * prompt_w[:, None, :]).sum(2)
+                return quadratic / total[:, None] ** 2
+            return auc
+        score_sums = [np.bincount(codes, weights=r_T + r_NT, minlength=n_prompts)
+                      for r_T, r_NT in zip(R_T, R_NT)]
+
+        def values(prompt_w: np.ndarray) -> np.ndarray:
+            total = prompt_w @ counts
+            out = np.empty((len(prompt_w), len(R_T)))
+            for s, (r_T, r_NT) in enumerate(zip(R_T, R_NT)):
+                thresholds = (prompt_w @ score_sums[s]) / (2 * total)
+                true_pos = _above(r_T, codes, n_prompts, prompt_w, thresholds)
+                false_pos = _above(r_NT, codes, n_prompts, prompt_w, thresholds)
+                if statistic == "accuracy":
+                    out[:, s] = (true_pos + total - false_pos) / (2 * total)
+                else:
+                    out[:, s] = np.where(true_pos > 0, 2 * true_pos
+                                         / np.maximum(true_pos + false_pos + total, 1e-300), 0.0)
+            return out
+        return values
+    return prepare
+
+
+STARC = PromptMetric("starc", True, _additive(_starc_per_prompt, _starc_combine))
+PAIRWISE_ACCURACY = PromptMetric("pairwise_accuracy", False, _additive(
+    _accuracy_per_prompt, lambda sums: sums[..., 0] / sums[..., 1]))
+ACCURACY = PromptMetric("accuracy", False, _classification("accuracy"))
+F1 = PromptMetric("f1", False, _classification("f1"))
+ROC_AUC = PromptMetric("roc_auc", False, _classification("roc_auc"))
 
 
 @dataclass(frozen=True)
@@ -138,44 +242,110 @@ def paired_bootstrap(metric: PromptMetric, a: Rewards, b: Rewards, prompt_ids: n
     Prompts × seeds are crossed: resampling both is conservative when pair noise dominates
     (Owen 2007, pigeonhole bootstrap) and, with ~5 seeds, short when seed noise dominates.
     """
-    prompt_ids = np.asarray(prompt_ids)
-    if prompt_ids.ndim != 1 or len(prompt_ids) == 0:
-        raise ValueError(f"prompt_ids must be a non-empty (n,) array, got {prompt_ids.shape}")
-    n = len(prompt_ids)
-    (a_T, a_NT), (b_T, b_NT) = _check(a, n, "a"), _check(b, n, "b")
-    if a_T.shape[0] != b_T.shape[0]:
-        raise ValueError(f"paired seeds: a has {a_T.shape[0]} seeds, b has {b_T.shape[0]}")
-    gt_T = gt_NT = None
-    if gt is not None:
-        gt_T, gt_NT = (np.asarray(g, dtype=np.float64) for g in gt)
-        if gt_T.shape != (n,) or gt_NT.shape != (n,):
-            raise ValueError(f"gt_T {gt_T.shape} and gt_NT {gt_NT.shape} must both be ({n},)")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(rng)
-    _, codes = np.unique(prompt_ids, return_inverse=True)
-    n_prompts, n_seeds = int(codes.max()) + 1, a_T.shape[0]
+    return Bootstrap(prompt_ids, gt, n_boot=n_boot, rng=rng, level=level).contrast(
+        metric, [a, b], [1.0, -1.0])
 
-    stats = [metric.per_prompt(R_T, R_NT, gt_T, gt_NT, codes, n_prompts)  # (S, P, k)
-             for R_T, R_NT in ((a_T, a_NT), (b_T, b_NT))]
-    point_a, point_b = (float(metric.combine(s.sum(axis=1)).mean()) for s in stats)
 
-    prompt_w = _counts(rng.integers(0, n_prompts, (n_boot, n_prompts)), n_prompts)  # (B, P)
-    seed_w = _counts(rng.integers(0, n_seeds, (n_boot, n_seeds)), n_seeds) / n_seeds  # (B, S)
-    boot_a, boot_b = ((seed_w * metric.combine(_weighted_sums(prompt_w, s))).sum(1)
-                      for s in stats)
-    diff = boot_a - boot_b
-    sign = -1.0 if metric.lower_is_better else 1.0
-    prob_better = float(np.mean(sign * diff > 0) + 0.5 * np.mean(diff == 0))
-    tail = (1 - level) / 2
-    low, high = np.quantile(diff, [tail, 1 - tail])
-    p = 2 * min(np.sum(diff <= 0) + 1, np.sum(diff >= 0) + 1) / (n_boot + 1)
-    se = float(diff.std(ddof=1)) if n_boot > 1 else 0.0
-    return BootstrapComparison(
-        metric=metric.name, lower_is_better=metric.lower_is_better, a=point_a, b=point_b,
-        difference=point_a - point_b, ci_low=float(low), ci_high=float(high), se=se,
-        p_value=float(min(1.0, p)), prob_a_better=prob_better, mde=minimum_detectable_effect(se),
-        n_prompts=n_prompts, n_seeds=n_seeds, n_boot=n_boot, level=level)
+def contrast_bootstrap(metric: PromptMetric, arms: Sequence[Rewards], weights: Sequence[float],
+                       prompt_ids: np.ndarray, gt: Rewards | None = None, *, n_boot: int = 5000,
+                       rng: np.random.Generator | int = 0, level: float = 0.95,
+                       ) -> BootstrapComparison:
+    """The paired bootstrap of a contrast Σ_k c_k · metric(arm k) (see `Bootstrap.contrast`)."""
+    return Bootstrap(prompt_ids, gt, n_boot=n_boot, rng=rng, level=level).contrast(
+        metric, arms, weights)
+
+
+class Bootstrap:
+    """One set of prompt × seed draws over fixed test pairs, shared by every comparison on them.
+
+    The draws are those of a fresh `rng`: B × P prompt indices first, then B × S seed indices
+    (for S seeds; the same for every comparison with S seeds). An arm given with a `key` has
+    its (B, S) replicate values computed once per metric (a study compares one reference run
+    with many). State: the memo of those values.
+    """
+
+    def __init__(self, prompt_ids: np.ndarray, gt: Rewards | None = None, *,
+                 n_boot: int = 5000, rng: np.random.Generator | int = 0, level: float = 0.95):
+        prompt_ids = np.asarray(prompt_ids)
+        if prompt_ids.ndim != 1 or len(prompt_ids) == 0:
+            raise ValueError(f"prompt_ids must be a non-empty (n,) array, got {prompt_ids.shape}")
+        if n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+        self.n, self.n_boot, self.level = len(prompt_ids), n_boot, level
+        _, self.codes = np.unique(prompt_ids, return_inverse=True)
+        self.n_prompts = int(self.codes.max()) + 1
+        self.gt_T = self.gt_NT = None
+        if gt is not None:
+            self.gt_T, self.gt_NT = (np.asarray(g, dtype=np.float64) for g in gt)
+            if self.gt_T.shape != (self.n,) or self.gt_NT.shape != (self.n,):
+                raise ValueError(f"gt_T {self.gt_T.shape} and gt_NT {self.gt_NT.shape} must "
+                                 f"both be ({self.n},) like prompt_ids")
+        rng = np.random.default_rng(rng)
+        self.prompt_w = _counts(rng.integers(0, self.n_prompts, (n_boot, self.n_prompts)),
+                                self.n_prompts)  # (B, P)
+        self._after_prompts = rng.bit_generator.state
+        self._seed_w: dict[int, np.ndarray] = {}
+        self._values: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def seed_weights(self, n_seeds: int) -> np.ndarray:
+        """(B, S) seed multiplicities / S, drawn right after the prompts."""
+        if n_seeds not in self._seed_w:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = self._after_prompts
+            self._seed_w[n_seeds] = _counts(rng.integers(0, n_seeds, (self.n_boot, n_seeds)),
+                                            n_seeds) / n_seeds
+        return self._seed_w[n_seeds]
+
+    def values(self, metric: PromptMetric, arm: Rewards, key=None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(per-seed metric (S,), replicates (B, S)) of one arm; memoised under `key`."""
+        if key is not None and (metric.name, key) in self._values:
+            return self._values[(metric.name, key)]
+        R_T, R_NT = _check(arm, self.n, "arm")
+        value = metric.prepare(R_T, R_NT, self.gt_T, self.gt_NT, self.codes, self.n_prompts)
+        result = value(np.ones((1, self.n_prompts)))[0], value(self.prompt_w)
+        if key is not None:
+            self._values[(metric.name, key)] = result
+        return result
+
+    def contrast(self, metric: PromptMetric, arms: Sequence[Rewards], weights: Sequence[float],
+                 keys: Sequence | None = None) -> BootstrapComparison:
+        """Σ_k c_k · metric(arm k), every arm scored on these pairs with the same S seeds.
+
+        One replicate draws one set of prompts and seeds for all arms (e.g. c = (1, −1, −1, 1)
+        on FA/std at a high and a low T→NT share: does the gain grow?). In the result `a` and
+        `b` are the point values of the positive and of the negated negative part (for two
+        arms: metric(A) and metric(B)).
+        """
+        if len(arms) != len(weights) or not arms:
+            raise ValueError(f"{len(arms)} arms but {len(weights)} contrast weights")
+        names = ["a", "b"] if len(arms) == 2 else [f"arm {k}" for k in range(len(arms))]
+        arms = [_check(arm, self.n, name) for arm, name in zip(arms, names)]
+        if len({R_T.shape[0] for R_T, _ in arms}) > 1:
+            raise ValueError("paired seeds: " + ", ".join(
+                f"{name} has {R_T.shape[0]} seeds" for name, (R_T, _) in zip(names, arms)))
+        keys = keys or [None] * len(arms)
+        n_seeds = arms[0][0].shape[0]
+        seed_w = self.seed_weights(n_seeds)
+        points, diff = [], np.zeros(self.n_boot)
+        for c, arm, key in zip(weights, arms, keys):
+            point, replicates = self.values(metric, arm, key)
+            points.append(float(point.mean()))
+            diff += c * (seed_w * replicates).sum(1)
+        point_a = sum(c * p for c, p in zip(weights, points) if c > 0)
+        point_b = -sum(c * p for c, p in zip(weights, points) if c < 0)
+        sign = -1.0 if metric.lower_is_better else 1.0
+        prob_better = float(np.mean(sign * diff > 0) + 0.5 * np.mean(diff == 0))
+        tail = (1 - self.level) / 2
+        low, high = np.quantile(diff, [tail, 1 - tail])
+        p = 2 * min(np.sum(diff <= 0) + 1, np.sum(diff >= 0) + 1) / (self.n_boot + 1)
+        se = float(diff.std(ddof=1)) if self.n_boot > 1 else 0.0
+        return BootstrapComparison(
+            metric=metric.name, lower_is_better=metric.lower_is_better, a=point_a, b=point_b,
+            difference=point_a - point_b, ci_low=float(low), ci_high=float(high), se=se,
+            p_value=float(min(1.0, p)), prob_a_better=prob_better,
+            mde=minimum_detectable_effect(se), n_prompts=self.n_prompts, n_seeds=n_seeds,
+            n_boot=self.n_boot, level=self.level)
 
 
 def _weighted_sums(prompt_w: np.ndarray, stats: np.ndarray) -> np.ndarray:

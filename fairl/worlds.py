@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Literal
@@ -122,12 +123,20 @@ def check_world_options(name: str, options: dict, where: str) -> None:
     WORLDS[name][1](options, where)
 
 
+def _canonical(name: str, options: dict) -> dict:
+    """The options as the world reads them: SIR with its defaults filled in, so that {beta: 0.5}
+    and {beta: 0.5, misspecification: 0.0} are one world (loaded once)."""
+    if name == "sir":
+        return dataclasses.asdict(build(SirOptions, options, "world.options"))
+    return options
+
+
 def load_world(name: str, options: dict | None = None) -> World:
     """Load a world by name; memoised per (name, options) within the process."""
     if name not in WORLDS:
         raise ConfigError(f"world.name: unknown world {name!r}; known: {', '.join(WORLDS)}")
     options = options or {}
-    key = f"{name}:{json.dumps(options, sort_keys=True, default=str)}"
+    key = f"{name}:{json.dumps(_canonical(name, options), sort_keys=True, default=str)}"
     if key not in _loaded:
         check_world_options(name, options, "world.options")
         # read-only: every trial of the process shares it (and fit reuses its D)

@@ -5,9 +5,13 @@ from statsmodels.stats.multitest import multipletests
 
 from fairl.metrics import classification_metrics, starc
 from fairl.stats import (
+    ACCURACY,
+    F1,
     PAIRWISE_ACCURACY,
+    ROC_AUC,
     STARC,
     BootstrapComparison,
+    contrast_bootstrap,
     holm,
     minimum_detectable_effect,
     paired_bootstrap,
@@ -34,7 +38,7 @@ def test_vectorised_starc_equals_metrics_starc_on_resampled_prompts():
     rng = np.random.default_rng(0)
     prompt_ids, (gt_T, gt_NT), (R_T, R_NT), _ = _world(rng)
     prompts, codes = np.unique(prompt_ids, return_inverse=True)
-    stats = STARC.per_prompt(R_T, R_NT, gt_T, gt_NT, codes, len(prompts))
+    values = STARC.prepare(R_T, R_NT, gt_T, gt_NT, codes, len(prompts))
     for _ in range(3):
         drawn = rng.integers(0, len(prompts), len(prompts))
         weights = np.bincount(drawn, minlength=len(prompts)).astype(float)
@@ -45,7 +49,7 @@ def test_vectorised_starc_equals_metrics_starc_on_resampled_prompts():
         for s in range(len(R_T)):
             explicit = starc(np.r_[R_T[s, index], R_NT[s, index]],
                              np.r_[gt_T[index], gt_NT[index]], np.r_[copy, copy])
-            assert STARC.combine(weights @ stats[s]) == pytest.approx(explicit, abs=1e-10)
+            assert values(weights[None])[0, s] == pytest.approx(explicit, abs=1e-10)
 
 
 def test_one_replicate_equals_explicit_prompt_and_seed_resampling():
@@ -81,6 +85,54 @@ def test_point_estimates_are_seed_means_of_the_plain_metrics():
     expected = np.mean([classification_metrics(a[0][s], a[1][s])["pairwise_accuracy"]
                         for s in range(len(a[0]))])
     assert accuracy.a == pytest.approx(expected)
+
+
+def _plain_loop_bootstrap(name, a, b, prompt_ids, n_boot, seed):
+    """An independent bootstrap: rebuild each replicate's data row by row (the same draws as
+    paired_bootstrap: prompts, then seeds) and score it with fairl.metrics."""
+    draw = np.random.default_rng(seed)
+    prompts, codes = np.unique(prompt_ids, return_inverse=True)
+    n_seeds = len(a[0])
+    prompt_draws = draw.integers(0, len(prompts), (n_boot, len(prompts)))
+    seed_draws = draw.integers(0, n_seeds, (n_boot, n_seeds))
+    differences = []
+    for drawn_prompts, drawn_seeds in zip(prompt_draws, seed_draws):
+        index = np.concatenate([np.flatnonzero(codes == p) for p in drawn_prompts])
+        means = [np.mean([classification_metrics(arm[0][s, index], arm[1][s, index])[name]
+                          for s in drawn_seeds]) for arm in (a, b)]
+        differences.append(means[0] - means[1])
+    differences = np.array(differences)
+    return (*np.quantile(differences, [0.025, 0.975]), differences.std(ddof=1))
+
+
+@pytest.mark.parametrize("metric", [ACCURACY, F1, ROC_AUC], ids=lambda m: m.name)
+def test_classification_intervals_match_a_plain_loop_bootstrap(metric):
+    rng = np.random.default_rng(9)
+    prompt_ids, _, a, b = _world(rng, n_prompts=25, n_seeds=3)
+    # ties inside and across the classes (rounded scores) exercise ROC-AUC's half counts
+    a = tuple(np.round(r, 1) for r in a)
+    result = paired_bootstrap(metric, a, b, prompt_ids, n_boot=200, rng=13)
+    low, high, se = _plain_loop_bootstrap(metric.name, a, b, prompt_ids, 200, 13)
+    assert (result.ci_low, result.ci_high, result.se) == pytest.approx((low, high, se),
+                                                                       abs=1e-3)
+    assert result.ci_low < result.ci_high
+    expected = [np.mean([classification_metrics(arm[0][s], arm[1][s])[metric.name]
+                         for s in range(3)]) for arm in (a, b)]
+    assert (result.a, result.b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_contrast_of_four_arms_is_the_difference_of_two_paired_differences():
+    rng = np.random.default_rng(10)
+    prompt_ids, gt, a, b = _world(rng)
+    _, _, c, d = _world(np.random.default_rng(10), noise_a=0.3, noise_b=0.9)
+    both = contrast_bootstrap(STARC, [a, b, c, d], [1, -1, -1, 1], prompt_ids, gt, n_boot=1,
+                              rng=3)
+    first = paired_bootstrap(STARC, a, b, prompt_ids, gt, n_boot=1, rng=3)
+    second = paired_bootstrap(STARC, c, d, prompt_ids, gt, n_boot=1, rng=3)
+    assert both.ci_low == pytest.approx(first.ci_low - second.ci_low, abs=1e-12)
+    assert both.difference == pytest.approx(first.difference - second.difference, abs=1e-12)
+    with pytest.raises(ValueError, match="contrast weights"):
+        contrast_bootstrap(STARC, [a, b], [1.0], prompt_ids, gt)
 
 
 def test_percentile_interval_covers_the_true_difference_about_95_percent():
@@ -175,6 +227,8 @@ def test_mismatched_shapes_raise_clear_errors():
     with pytest.raises(ValueError, match="must both be"):
         paired_bootstrap(STARC, (a[0], a[1][:, :-1]), b, prompt_ids, gt)
     with pytest.raises(ValueError, match="n_pairs"):
+        paired_bootstrap(PAIRWISE_ACCURACY, a, b, prompt_ids[:-1])
+    with pytest.raises(ValueError, match="like prompt_ids"):
         paired_bootstrap(STARC, a, b, prompt_ids[:-1], gt)
     with pytest.raises(ValueError, match="gt_T"):
         paired_bootstrap(STARC, a, b, prompt_ids, (gt[0][:-1], gt[1]))

@@ -29,7 +29,8 @@ WORLD_HELP = ("run every study on this world instead of its own: a registered wo
               "holding a world block {name, options[, id]}")
 DEMO_STUDIES = ("main_table", "ablation_no_rf", "ablation_fixed_lambda",
                 "ablation_failure_source", "tnt_fraction", "fa_sweep",
-                "identifiability", "regime_map")  # the last two: the SIR world (issue 15)
+                "identifiability", "regime_map",  # the SIR world (issue 15)
+                "misspecification", "budget", "budget_sir")  # issue 25; the ledger reads all
 
 
 def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None = None,
@@ -73,6 +74,9 @@ def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None =
     main_table = out / "tables" / "main_table.md"
     if main_table.is_file():  # the headline numbers: standard IRL vs FA-IRL on held-out pairs
         print("\n" + main_table.read_text(encoding="utf-8"))
+    claims = project_root() / "reports" / "tables" / "claims.md"
+    if claims.is_file():  # the verdict, claim by claim (the first section of REPORT.md)
+        print("\n" + claims.read_text(encoding="utf-8"))
     print(f"\ndemo done in {(time.perf_counter() - started) / 60:.1f} min; open {report} "
           "and the MLflow UI (fairl ui)")
     return code

@@ -1,9 +1,12 @@
 """The SIR world: a representable r* and the KL-optimal aligned policy, built from shipped samples.
 
-Ground truth. r*(o) = w*·h(o) + b*, a ridge probe on the world's encoder fitted to a judge's
+Ground truth. probe(o) = w*·h(o) + b*, a ridge probe on the world's encoder fitted to a judge's
 reward logit clip(log((1 − p)/p), ±6) (fairl.data.scorers) on the *aligned* outputs o_T of
 the PairSet's train split, a text pool the world never uses as an output: its pairs are made
-of base outputs only. r* is exactly linear in h, so the reward class contains it.
+of base outputs only. r* = (1 − m)·probe + m·judge, m = `misspecification`: at m = 0 (the
+default) r* is exactly linear in h, so the reward class contains it; at m = 1 it is the
+judge's own logit, which no linear head on the encoder holds (the linear oracle's STARC
+measures how far; `fairl world info` prints it).
 
 Policies. Every prompt x of the PairSet has a pool of K independent base samples o_NT
 (K = 5 for toxic prompts, 2 for benign ones in the embedded world). π_base(·|x) := uniform on
@@ -18,9 +21,10 @@ r*/β exactly when k = K (a per-prompt constant log Z(x) drops out), and max-ent
 its maximum-likelihood fit.
 
 Knobs (`SirOptions`, swept as world.options.*): β, k, pairs per prompt, label noise on the
-training pairs, the judge, the encoder, the draw seed. A pair is T→NT when the judge calls
-o_NT toxic (toxicity >= 0.5, i.e. its logit <= 0) and o_T not, as in every PairSet; the exact T→NT fraction at a
-given n is world.compose (fairl.data.compose). Splits are the PairSet's (by prompt).
+training pairs, the judge, the misspecification m, the encoder, the draw seed. A pair is T→NT
+when the judge calls o_NT toxic (toxicity >= 0.5, i.e. its logit <= 0) and o_T not, as in
+every PairSet; the exact T→NT fraction at a given n is world.compose (fairl.data.compose).
+Splits are the PairSet's (by prompt).
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class SirOptions:
                                "swapped (validation and test never)")
     judge: Literal["bilstm", "profanity"] = Field(
         "bilstm", description="judge r* is a probe of (its reward logit); also labels T→NT")
+    misspecification: Float = Field(
+        0.0, ge=0, le=1, description="m of r* = (1 − m)·probe + m·judge logit: 0 = linear in "
+        "h (representable), 1 = the judge itself (no linear head holds it)")
     encoder: Literal["minilm", "base-meanpool"] = Field(
         "minilm", description="h(o); base-meanpool: the PairSet's base LM, mean-pooled (encodes "
         "every text on first use: minutes on a CPU)")
@@ -227,8 +234,20 @@ class SplitSamples:
     prompts: list[str]
 
 
+_SAMPLES: dict[tuple[str, str, str], dict[str, SplitSamples]] = {}
+_PROBES: dict[tuple[str, str, str], Probe] = {}  # the probe of those samples (a ridge fit)
+
+
 def load_samples(pairset, judge: str, encoder: str = "minilm") -> dict[str, SplitSamples]:
-    """SplitSamples of every split of a PairSet (embeddings from fairl.lm.encode's cache)."""
+    """SplitSamples of every split of a PairSet (embeddings from fairl.lm.encode's cache);
+    memoised per (content hash, judge, encoder): every SIR world of a study shares them."""
+    key = (pairset.content_hash, judge, encoder)
+    if key not in _SAMPLES:
+        _SAMPLES[key] = _read_samples(pairset, judge, encoder)
+    return _SAMPLES[key]
+
+
+def _read_samples(pairset, judge: str, encoder: str) -> dict[str, SplitSamples]:
     from fairl.data.pairset import stable_prompt_code, to_pairs  # heavy: scorers import torch
     from fairl.data.scorers import reward_from_toxicity
 
@@ -246,17 +265,24 @@ def load_samples(pairset, judge: str, encoder: str = "minilm") -> dict[str, Spli
 
 
 def make_sir_world(pairset, options: SirOptions, encoder: str = "minilm") -> World:
-    """The SIR world of a PairSet (fairl.data.pairset); see `sir_world`."""
-    return sir_world(load_samples(pairset, options.judge, encoder), options,
-                     source={"pairset": pairset.card.get("name"),
-                             "pairset_hash": pairset.content_hash, "encoder": encoder})
+    """The SIR world of a PairSet (fairl.data.pairset); see `sir_world`. Samples and probe
+    are shared by every SIR world of the process with the same PairSet, judge and encoder."""
+    key = (pairset.content_hash, options.judge, encoder)
+    samples = load_samples(pairset, options.judge, encoder)
+    if key not in _PROBES:
+        _PROBES[key] = fit_probe(samples["train"].h_T, samples["train"].judge_T)
+    return sir_world(samples, options, source={"pairset": pairset.card.get("name"),
+                                               "pairset_hash": pairset.content_hash,
+                                               "encoder": encoder}, probe=_PROBES[key])
 
 
-def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dict) -> World:
-    """Probe on the train split's aligned outputs, SIR pairs of base samples per split, label
-    noise on train; `source` (pairset, pairset_hash, encoder) names the data in the info."""
+def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dict,
+              probe: Probe | None = None) -> World:
+    """Probe on the train split's aligned outputs (`probe`: already fitted on them), SIR pairs
+    of base samples per split, label noise on train; `source` (pairset, pairset_hash,
+    encoder) names the data in the info."""
     target_T = {split: samples[split].judge_T for split in SPLITS}
-    probe = fit_probe(samples["train"].h_T, target_T["train"])
+    probe = probe or fit_probe(samples["train"].h_T, target_T["train"])
     held_out_h = np.concatenate([samples[s].h_T for s in ("validation", "test")])
     held_out_y = np.concatenate([target_T[s] for s in ("validation", "test")])
     base_y = np.concatenate([samples[s].judge_NT for s in SPLITS])
@@ -264,10 +290,12 @@ def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dic
     probe_texts = set(samples["train"].text_T)
 
     splits, kls, shared, max_pool = {}, {}, 0, 0
+    m = options.misspecification
     for number, split in enumerate(SPLITS):
         part = samples[split]
         shared += sum(text in probe_texts for text in part.text_NT)
-        pool = _Pool(h=part.h_NT, texts=part.text_NT, reward=probe(part.h_NT),
+        pool = _Pool(h=part.h_NT, texts=part.text_NT,
+                     reward=(1 - m) * probe(part.h_NT) + m * part.judge_NT,
                      toxic=part.judge_NT <= 0, prompt_codes=part.prompt_codes,
                      prompts=part.prompts)
         max_pool = max(max_pool, *_pool_groups(pool.prompt_codes))
@@ -279,6 +307,9 @@ def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dic
                                 noise_rng.random(len(splits["train"])) < options.label_noise)
     key = json.dumps({**source, "options": _options_dict(options)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    # what r* is, whatever the pairs drawn with it (β, k, pairs per prompt, seed do not change it)
+    reward = json.dumps({**source, "judge": options.judge, "m": options.misspecification},
+                        sort_keys=True)
     all_kl = np.concatenate(list(kls.values()))
     info = {
         **source, "options": _options_dict(options),
@@ -291,13 +322,18 @@ def sir_world(samples: dict[str, SplitSamples], options: SirOptions, source: dic
         "max_pool": max_pool,
         "exact_pi_star": options.k is None or options.k >= max_pool,
         "probe_w": probe.w, "probe_b": probe.b,
+        "reward_id": hashlib.sha256(reward.encode()).hexdigest()[:16],
     }
     return World(name="sir", train=splits["train"], test=splits["test"],
                  validation=splits["validation"], dataset_hash=f"sir-{digest}", info=info)
 
 
 def _options_dict(options: SirOptions) -> dict:
-    return dataclasses.asdict(options)
+    """The options as data; m = 0 is left out, so the world's id is what it was before m."""
+    values = dataclasses.asdict(options)
+    if values["misspecification"] == 0:
+        del values["misspecification"]
+    return values
 
 
 def world_summary(world: World) -> str:
@@ -314,20 +350,23 @@ def world_summary(world: World) -> str:
     pairs = "  ".join(f"{s}={len(p)}" for s, p in splits.items())
     tnt = "  ".join(f"{s}={p.tnt.mean():.1%} ({int(p.tnt.sum())})" for s, p in splits.items())
     kl_splits = ", ".join(f"{s} {info['kl'][s]:.3f}" for s in SPLITS)
+    m = options.get("misspecification", 0.0)
     lines = [
         (f"world 'sir' from PairSet {info['pairset']!r} ({info['pairset_hash'][:19]}), "
          f"encoder {info['encoder']}  (dataset hash {world.dataset_hash})"),
         f"  pairs: {pairs}  ({options['pairs_per_prompt']} per prompt)",
         f"  T→NT share (judge {probe['judge']}): {tnt}",
         f"  β = {options['beta']:g}   k = {k}   label noise = {options['label_noise']:g} (train)",
+        (f"  r* = (1 − m)·probe + m·{probe['judge']} logit, misspecification m = {m:g}"
+         + ("  (r* linear in h)" if m == 0 else "")),
         (f"  KL({pi}‖π_base) per prompt, exact on the pool: mean {info['kl']['mean']:.3f} nats "
          f"({kl_splits})"),
-        (f"  probe r* = w·h + b (ridge α={probe['alpha']:g}) vs the {probe['judge']} judge's "
+        (f"  probe = w·h + b (ridge α={probe['alpha']:g}) vs the {probe['judge']} judge's "
          f"logit: held-out aligned outputs ρ={held['spearman']:.3f}, R²={held['r2']:.3f} "
          f"(n={held['n']}); the world's base outputs ρ={base['spearman']:.3f}, "
          f"R²={base['r2']:.3f} (n={base['n']})"),
         f"  base texts also in the probe's pool: {probe['base_texts_also_in_probe_pool']}",
-        ("  oracle STARC (ridge of r* on h, train → test): "
+        ("  oracle linear STARC (ridge of r* on h, train → test): "
          f"{oracle_starc(world.train, world.test).starc:.4f}"),
     ]
     return "\n".join(lines)

@@ -221,7 +221,8 @@ class _Pass:
         for h, c in enumerate(self.configs):
             self.schedule[:c.rounds, h] = [
                 (gamma_schedule(t, c.rounds, c.gamma_start, c.gamma_end, c.gamma_shape),
-                 lambda_schedule(t, c.lambda0, c.lambda_decay, c.lambda_fixed),
+                 lambda_schedule(t, c.lambda0, c.lambda_decay, c.lambda_fixed,
+                                 c.rounds if c.lambda_decay_scaled else None),
                  p_schedule(t, c.rounds, c.p0, c.p_end)) for t in range(c.rounds)]
         batch = self.configs[0].batch_size
         self.batch = None if batch is None or batch >= self.n else batch

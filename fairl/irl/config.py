@@ -46,6 +46,9 @@ class FitConfig:
     lambda0: Float = Field(10.0, ge=0, description="failure-loss weight λ_0")
     lambda_decay: Float = Field(0.03, ge=0, description="λ_t = λ_0 exp(-lambda_decay t)")
     lambda_fixed: Bool = Field(False, description="keep λ_t = λ_0 every round (ablation)")
+    lambda_decay_scaled: Bool = Field(
+        False, description="decay per 1/rounds of the run: λ_t = λ_0 exp(-lambda_decay·100 t/"
+        "rounds), the curve of 100 rounds stretched over any budget (as γ_t and p_t are)")
     p0: Float = Field(0.2, ge=0, le=1, description="failure sampling rate p_t at round 0")
     p_end: Float = Field(0.0, ge=0, le=1, description="failure sampling rate at the last round")
     failure_budget: Literal["of_failures", "of_batch"] = Field(

@@ -22,9 +22,17 @@ def gamma_schedule(t: int, rounds: int, start: float, end: float, shape: str = "
     raise ValueError(f"unknown gamma shape {shape!r}")
 
 
-def lambda_schedule(t: int, lambda0: float, decay: float, fixed: bool = False) -> float:
-    """Failure-loss weight λ_t = λ_0 exp(-decay t), or λ_0 when fixed."""
-    return lambda0 if fixed else lambda0 * math.exp(-decay * t)
+REFERENCE_ROUNDS = 100  # the paper's budget: a scaled λ decay keeps its curve over these
+
+
+def lambda_schedule(t: int, lambda0: float, decay: float, fixed: bool = False,
+                    rounds: int | None = None) -> float:
+    """Failure-loss weight λ_t = λ_0 exp(-decay t), or λ_0 when fixed; given `rounds`, the
+    decay is per REFERENCE_ROUNDS / rounds rounds (λ_t = λ_0 exp(-decay · 100 t / rounds))."""
+    if fixed:
+        return lambda0
+    scale = REFERENCE_ROUNDS / rounds if rounds else 1.0
+    return lambda0 * math.exp(-decay * scale * t)
 
 
 def p_schedule(t: int, rounds: int, p0: float, p_end: float) -> float:

@@ -22,6 +22,7 @@ trial or run is created; every error names the file and the field. Example:
     data_resample: none                       # or bootstrap: seed s also resamples the
     ablation: none                            #   training prompts (fairl.data.resample)
     tags: {paper: table 1}
+    verdict_metrics: [test_starc]             # default: every test metric gets a verdict
 
 A trial is one configuration evaluated on every seed of `seeds` (`resolve` gives its
 `TrialConfig`); its Optuna value is the mean over seeds of each objective metric. Every
@@ -49,6 +50,7 @@ from fairl.irl.config import FitConfig
 from fairl.runs.write import FINAL_METRICS, SPLITS
 
 METRICS = tuple(f"{split}_{name}" for split in SPLITS for name in FINAL_METRICS)
+TEST_METRICS = tuple(f"test_{name}" for name in FINAL_METRICS)
 Scalar = str | bool | int | float | None
 
 
@@ -180,6 +182,9 @@ class StudySpec:
     curve_points: int | None = Field(
         None, ge=1, description="cap on logged rounds per curve (None: every round); "
                                 "history.csv always has every round")
+    verdict_metrics: list[Literal[TEST_METRICS]] | None = Field(
+        None, min_length=1, description="test metrics the launch's verdicts bootstrap "
+        "(fairl.study.verdicts; None: all five); a STARC map needs only test_starc")
     select_on: Literal["validation", "test"] = Field(
         "validation", description="the split objectives select on; `test` (flagged in the "
                                   "report) is needed for a test_* objective")

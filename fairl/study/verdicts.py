@@ -6,11 +6,14 @@ context, each run that is not standard IRL is compared with the standard IRL run
 latest, if several) — e.g. main_table: FA-IRL vs standard IRL per objective; tnt_fraction:
 per (objective, T→NT fraction).
 
-Numbers. For STARC and pairwise accuracy (the metrics fairl.stats resamples), each row is
-`fairl.stats.paired_bootstrap` of A − B over test prompts × seeds (n_boot = N_BOOT,
-np.random.default_rng(BOOT_SEED) for every row), and `fairl.stats.verdicts` Holm-adjusts all
-rows of the study together. `run_study` logs these rows on the launch run (metrics and
-verdicts.json) and `fairl report` rebuilds the same rows, so MLflow and the report agree.
+Numbers. For every held-out metric (accuracy, F1, ROC-AUC, pairwise accuracy, STARC), each
+row is the paired bootstrap of A − B over test prompts × seeds (fairl.stats.Bootstrap:
+n_boot = N_BOOT, the draws of np.random.default_rng(BOOT_SEED), one set per test set, so a
+run's replicates are computed once however many rows it is in), and `fairl.stats.verdicts`
+Holm-adjusts the rows of one metric across the study's cells (one family per metric). A
+study file's `verdict_metrics` narrows the metrics (a STARC map needs only STARC).
+`run_study` logs these rows on the launch run (metrics and verdicts.json) and `fairl report`
+rebuilds the same rows, so MLflow and the report agree.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ import numpy as np
 
 from fairl.runs.read import StudyRuns, TrialRun, param_value, seeds_of
 from fairl.stats import (
+    ACCURACY,
+    F1,
     PAIRWISE_ACCURACY,
+    ROC_AUC,
     STARC,
+    Bootstrap,
     BootstrapComparison,
     PromptMetric,
-    paired_bootstrap,
     verdicts,
 )
 
@@ -37,8 +43,9 @@ N_BOOT = 5000
 BOOT_SEED = 0
 REFERENCE_METHOD = "standard_irl"
 # Test metrics with a prompt × seed bootstrap, in table order.
-BOOTSTRAP_METRICS: dict[str, PromptMetric] = {"test_pairwise_accuracy": PAIRWISE_ACCURACY,
-                                              "test_starc": STARC}
+BOOTSTRAP_METRICS: dict[str, PromptMetric] = {
+    "test_accuracy": ACCURACY, "test_f1": F1, "test_roc_auc": ROC_AUC,
+    "test_pairwise_accuracy": PAIRWISE_ACCURACY, "test_starc": STARC}
 VERDICT_CODES = {"better": 1, "worse": -1, "no detectable difference": 0}
 
 
@@ -132,24 +139,50 @@ def paired_cells(runs: StudyRuns) -> list[tuple[dict[str, Any], TrialRun, TrialR
     return cells
 
 
+class Bootstraps:
+    """One fairl.stats.Bootstrap per test set (prompt ids and r*), keyed by its bytes: every
+    comparison on the same test pairs shares the draws and each run's replicates."""
+
+    def __init__(self, n_boot: int = N_BOOT, seed: int = BOOT_SEED):
+        self.n_boot, self.seed = n_boot, seed
+        self._by_test_set: dict[bytes, Bootstrap] = {}
+
+    def contrast(self, metric: PromptMetric, arms: list[tuple[str, TestRewards]],
+                 weights: list[float]) -> BootstrapComparison:
+        """Σ c_k · metric(run k) on the runs' common seeds; `arms` = (run id, rewards)."""
+        first = arms[0][1]
+        if any(arm.prompt_ids is None for _, arm in arms):
+            raise ValueError("no test_prompt_ids")
+        same = [np.array_equal(first.prompt_ids, arm.prompt_ids) and (
+            first.gt_T is None or (np.array_equal(first.gt_T, arm.gt_T)
+                                   and np.array_equal(first.gt_NT, arm.gt_NT)))
+            for _, arm in arms]
+        if not all(same):  # prompt ids alone can agree on other pairs (SIR at another m)
+            raise ValueError("the runs were scored on different test pairs")
+        seeds = [s for s in first.seeds if all(s in arm.seeds for _, arm in arms)]
+        gt = None if first.gt_T is None else (first.gt_T, first.gt_NT)
+        key = first.prompt_ids.tobytes() + (b"" if gt is None else gt[0].tobytes()
+                                            + gt[1].tobytes())
+        if key not in self._by_test_set:
+            self._by_test_set[key] = Bootstrap(first.prompt_ids, gt, n_boot=self.n_boot,
+                                               rng=np.random.default_rng(self.seed))
+        rewards = []
+        for _, arm in arms:
+            rows = [arm.seeds.index(s) for s in seeds]
+            rewards.append((arm.R_T[rows], arm.R_NT[rows]))
+        return self._by_test_set[key].contrast(
+            metric, rewards, weights, keys=[(run_id, tuple(seeds)) for run_id, _ in arms])
+
+
 def compare(metric: PromptMetric, a: TestRewards, b: TestRewards, *, n_boot: int = N_BOOT,
             seed: int = BOOT_SEED) -> BootstrapComparison:
-    """fairl.stats.paired_bootstrap of A − B on their common seeds (same test pairs)."""
-    if a.prompt_ids is None or b.prompt_ids is None:
-        raise ValueError("no test_prompt_ids")
-    if not np.array_equal(a.prompt_ids, b.prompt_ids):
-        raise ValueError("the two runs were scored on different test pairs")
-    seeds = [s for s in a.seeds if s in b.seeds]
-    rows_a, rows_b = ([r.seeds.index(s) for s in seeds] for r in (a, b))
-    gt = None if a.gt_T is None else (a.gt_T, a.gt_NT)
-    return paired_bootstrap(metric, (a.R_T[rows_a], a.R_NT[rows_a]),
-                            (b.R_T[rows_b], b.R_NT[rows_b]), a.prompt_ids, gt,
-                            n_boot=n_boot, rng=np.random.default_rng(seed))
+    """The paired prompt × seed bootstrap of A − B on their common seeds (same test pairs)."""
+    return Bootstraps(n_boot, seed).contrast(metric, [("a", a), ("b", b)], [1.0, -1.0])
 
 
 def study_rows(runs: StudyRuns, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> list[Row]:
-    """Every cell × bootstrap metric of the study, Holm-adjusted together (NoPromptIds if a
-    compared run lacks test prompt ids)."""
+    """Every cell × bootstrap metric of the study, Holm-adjusted per metric across the cells
+    (NoPromptIds if a compared run lacks test prompt ids)."""
     cells = paired_cells(runs)
     rewards: dict[str, TestRewards] = {}
     for _, run, reference in cells:
@@ -159,18 +192,25 @@ def study_rows(runs: StudyRuns, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) 
     missing = sorted(run_id for run_id, value in rewards.items() if value.prompt_ids is None)
     if missing:
         raise NoPromptIds(missing)
+    bootstraps = Bootstraps(n_boot, seed)
+    chosen = (runs.spec or {}).get("verdict_metrics") or list(BOOTSTRAP_METRICS)
     pending = []
     for context, run, reference in cells:
-        a, b = rewards[run.run_id], rewards[reference.run_id]
+        arms = [(run.run_id, rewards[run.run_id]), (reference.run_id, rewards[reference.run_id])]
         for name, metric in BOOTSTRAP_METRICS.items():
-            if metric is STARC and a.gt_T is None:
+            if name not in chosen:
+                continue
+            if metric is STARC and arms[0][1].gt_T is None:
                 continue
             pending.append((context, run, reference, name,
-                            compare(metric, a, b, n_boot=n_boot, seed=seed)))
-    judged = verdicts([item[-1] for item in pending])
+                            bootstraps.contrast(metric, arms, [1.0, -1.0])))
+    judged: dict[int, object] = {}
+    for name in BOOTSTRAP_METRICS:  # one Holm family per metric
+        members = [index for index, item in enumerate(pending) if item[3] == name]
+        judged.update(zip(members, verdicts([pending[index][-1] for index in members])))
     return [Row(context, label_of(run), name, run.run_id, reference.run_id, comparison,
-                v.p_adjusted, v.verdict, v.text)
-            for (context, run, reference, name, comparison), v in zip(pending, judged)]
+                judged[index].p_adjusted, judged[index].verdict, judged[index].text)
+            for index, (context, run, reference, name, comparison) in enumerate(pending)]
 
 
 def row_key(row: Row) -> str:

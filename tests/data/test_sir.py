@@ -1,9 +1,11 @@
 """The SIR world (fairl.data.sir): SIR picks o_T with π* ∝ exp(r*/β) (or π_k for k candidates),
 its pairs are Bradley–Terry in r*/β, r* is exactly linear in h, and composition stays exact."""
 
+import re
+
 import numpy as np
 import pytest
-from scipy.stats import chisquare
+from scipy.stats import chi2, chisquare
 
 from fairl.config import ConfigError
 from fairl.data.compose import compose_pairs, n_tnt_for
@@ -15,6 +17,7 @@ from fairl.data.sir import (
     sir_draw,
     sir_probabilities,
     sir_world,
+    world_summary,
 )
 from fairl.reference import oracle_starc
 from fairl.worlds import check_world_options
@@ -63,8 +66,9 @@ def test_pairs_are_bradley_terry_in_r_over_beta():
             > 1e-3
 
 
-def _samples(seed: int = 0, d: int = 6) -> dict[str, SplitSamples]:
-    """Synthetic splits: prompts with 5 or 2 base samples, a judge logit linear in h + noise."""
+def _samples(seed: int = 0, d: int = 6, bend: float = 0.0) -> dict[str, SplitSamples]:
+    """Synthetic splits: prompts with 5 or 2 base samples, a judge logit linear in h + noise
+    (+ bend·(h₀² − 1): a part no linear head holds)."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal(d)
     samples, code = {}, 0
@@ -74,8 +78,8 @@ def _samples(seed: int = 0, d: int = 6) -> dict[str, SplitSamples]:
         code += n_prompts
         m = len(codes)
         h_T, h_NT = rng.standard_normal((m, d)), rng.standard_normal((m, d)) - 0.3 * w
-        judge_T = h_T @ w + 2 + 0.3 * rng.standard_normal(m)
-        judge_NT = h_NT @ w + 2 + 0.3 * rng.standard_normal(m)
+        judge_T = h_T @ w + 2 + 0.3 * rng.standard_normal(m) + bend * (h_T[:, 0] ** 2 - 1)
+        judge_NT = h_NT @ w + 2 + 0.3 * rng.standard_normal(m) + bend * (h_NT[:, 0] ** 2 - 1)
         samples[split] = SplitSamples(
             h_T=h_T.astype(np.float32), h_NT=h_NT.astype(np.float32), judge_T=judge_T,
             judge_NT=judge_NT, prompt_codes=codes.astype(np.int64),
@@ -85,8 +89,64 @@ def _samples(seed: int = 0, d: int = 6) -> dict[str, SplitSamples]:
     return samples
 
 
-def _world(**options):
-    return sir_world(_samples(), SirOptions(**options), source={"pairset": "toy"})
+def _world(bend: float = 0.0, **options):
+    return sir_world(_samples(bend=bend), SirOptions(**options),
+                     source={"pairset": "toy", "pairset_hash": "sha256:toy", "encoder": "toy"})
+
+
+def _bradley_terry_statistic(pairs, reward_of, beta: float, bins: int = 8) -> float:
+    """p of Σ_bins (O − E)² / V: does o_T win each unordered pair {a, b} with probability
+    σ((r(a) − r(b))/β)? (a = the pair's first text in sort order; bins by that probability)."""
+    first_is_T = np.array([t < nt for t, nt in zip(pairs.text_T, pairs.text_NT)])
+    a = np.where(first_is_T, pairs.text_T, pairs.text_NT)
+    b = np.where(first_is_T, pairs.text_NT, pairs.text_T)
+    gap = np.array([reward_of[x] - reward_of[y] for x, y in zip(a, b)])
+    p = 1 / (1 + np.exp(-gap / beta))
+    edges = np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1])
+    which = np.searchsorted(edges, p)
+    statistic = sum((first_is_T[which == k].sum() - p[which == k].sum()) ** 2
+                    / (p[which == k] * (1 - p[which == k])).sum() for k in range(bins))
+    return float(chi2.sf(statistic, bins))
+
+
+def test_misspecified_pairs_are_bradley_terry_in_the_new_r_star_not_in_the_probe():
+    """m = 1: r* is the judge's logit, o_T still ~ π* ∝ exp(r*/β), so pairs are BT in r*/β."""
+    samples, beta = _samples(bend=1.5), 0.5
+    world = sir_world(samples, SirOptions(beta=beta, pairs_per_prompt=64, misspecification=1.0),
+                      source={"pairset": "toy"})
+    judge = {text: value for split in SPLITS for text, value in
+             zip(samples[split].text_NT, samples[split].judge_NT)}
+    assert np.allclose(world.train.gt_T, [judge[text] for text in world.train.text_T])
+    assert _bradley_terry_statistic(world.train, judge, beta) > 1e-3
+    w, b = world.info["probe_w"], world.info["probe_b"]
+    probe = {text: float(h @ w + b) for split in SPLITS for text, h in
+             zip(samples[split].text_NT, samples[split].h_NT.astype(np.float64))}
+    assert _bradley_terry_statistic(world.train, probe, beta) < 1e-6  # m changed the draws
+
+
+def test_r_star_mixes_probe_and_judge_and_the_oracle_shows_it():
+    samples = _samples(bend=1.5)
+    halfway = sir_world(samples, SirOptions(beta=0.5, misspecification=0.5), {"pairset": "toy"})
+    judge = {text: value for split in SPLITS for text, value in
+             zip(samples[split].text_NT, samples[split].judge_NT)}
+    w, b = halfway.info["probe_w"], halfway.info["probe_b"]
+    linear = halfway.test.h_T.astype(np.float64) @ w + b
+    expected = 0.5 * linear + 0.5 * np.array([judge[text] for text in halfway.test.text_T])
+    assert np.allclose(halfway.test.gt_T, expected, atol=1e-5)
+    oracle = {m: oracle_starc(world.train, world.test).starc
+              for m, world in ((m, _world(bend=1.5, beta=0.5, misspecification=m))
+                               for m in (0.0, 0.5, 1.0))}
+    assert oracle[0.0] < 1e-3 and 0.05 < oracle[0.5] < oracle[1.0]
+    printed = {m: float(re.search(r"oracle linear STARC .*: ([0-9.]+)",
+                                  world_summary(_world(bend=1.5, beta=0.5, misspecification=m)))
+                        .group(1)) for m in (0.0, 1.0)}
+    assert printed[0.0] < 1e-3 and printed[1.0] == pytest.approx(oracle[1.0], abs=1e-4)
+    assert _world().dataset_hash == _world(misspecification=0.0).dataset_hash
+    assert _world().dataset_hash != _world(misspecification=1.0).dataset_hash
+    # r*'s identity: another β draws other pairs from the same r*, another m changes r*
+    reward = {key: _world(**options).info["reward_id"] for key, options in
+              (("base", {}), ("beta", {"beta": 2.0}), ("m", {"misspecification": 1.0}))}
+    assert reward["base"] == reward["beta"] != reward["m"]
 
 
 def test_the_probe_reward_is_exactly_linear_in_h_and_the_oracle_reaches_it():
@@ -138,6 +198,8 @@ def test_composition_still_hits_exact_counts():
 def test_bad_options_name_the_field():
     with pytest.raises(ConfigError, match=r"^world.options.beta: "):
         check_world_options("sir", {"beta": 0}, "world.options")
+    with pytest.raises(ConfigError, match=r"world.options.misspecification"):
+        check_world_options("sir", {"misspecification": 1.5}, "world.options")
     with pytest.raises(ConfigError, match=r"world.options.judge"):
         check_world_options("sir", {"judge": "roberta"}, "world.options")
     with pytest.raises(ConfigError, match=r"world.options.path: no PairSet"):

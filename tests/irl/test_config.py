@@ -22,6 +22,7 @@ INVALID = {
     "lambda0": -1.0,
     "lambda_decay": -0.1,
     "lambda_fixed": "no way",
+    "lambda_decay_scaled": "by all means",
     "p0": 1.5,
     "p_end": -0.1,
     "failure_budget": "all",

@@ -23,6 +23,9 @@ def test_lambda_decays_exponentially_or_stays_fixed():
     assert lambda_schedule(50, 10.0, 0.03) == pytest.approx(10.0 * math.exp(-1.5))
     assert lambda_schedule(99, 10.0, 0.03) == pytest.approx(10.0 * math.exp(-2.97))
     assert lambda_schedule(99, 5.0, 0.03, fixed=True) == 5.0
+    # scaled to the budget: 400 rounds reach at t = 396 what 100 rounds reach at t = 99
+    assert lambda_schedule(396, 10.0, 0.03, rounds=400) == pytest.approx(10.0 * math.exp(-2.97))
+    assert lambda_schedule(50, 10.0, 0.03, rounds=100) == lambda_schedule(50, 10.0, 0.03)
 
 
 def test_p_goes_from_twenty_percent_to_zero():
