@@ -145,6 +145,17 @@ def test_history_has_a_record_per_round(clean_world):
     assert result.failure_counts.sum() == sum(r["n_failures"] for r in result.history)
 
 
+def test_scaled_lambda_decay_spreads_the_decay_over_the_rounds(clean_world):
+    """lambda_decay_scaled: λ_t decays per 100 / rounds rounds, so 25 rounds end where 100 do."""
+    train = clean_world.train.subset(np.arange(300))
+    config = FitConfig(rounds=25, lambda0=10.0, lambda_decay=0.05)
+    plain = fit(train.h_T, train.h_NT, config).history
+    scaled = fit(train.h_T, train.h_NT, FitConfig(**{**config.__dict__,
+                                                     "lambda_decay_scaled": True})).history
+    assert plain[-1]["lam"] == pytest.approx(10.0 * np.exp(-0.05 * 24), rel=1e-6)
+    assert scaled[-1]["lam"] == pytest.approx(10.0 * np.exp(-0.05 * 4 * 24), rel=1e-6)
+
+
 def test_reward_is_the_sum_of_the_two_paths(clean_world):
     train = clean_world.train.subset(np.arange(300))
     result = fit(train.h_T, train.h_NT, FitConfig(rounds=5))
