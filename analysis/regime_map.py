@@ -25,14 +25,13 @@ from analysis.common import (
     method_label,
     objective_label,
     relative_change,
-    remove_outputs,
     save_figure,
     script_main,
     selection_note,
+    study_data,
     write_table,
 )
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy
 
 NAME = "regime_map"
 STUDY = "regime_map"
@@ -66,12 +65,8 @@ def _panel_keys(data: pd.DataFrame) -> list[str]:
 def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
 
-    source = options.study(STUDY)
-    data = cells(source)
-    if data.empty:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           "no FA-IRL vs standard IRL STARC verdicts")
-    remove_outputs(options.out, NAME)
+    source, data = study_data(options, NAME, STUDY, cells,
+                              "no FA-IRL vs standard IRL STARC verdicts")
     if ROW not in data:
         data[ROW] = math.nan
     if COLUMN not in data:
