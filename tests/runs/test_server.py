@@ -178,7 +178,8 @@ def test_two_hosts_run_a_re_rlhf_study_through_a_real_mlflow_server(postgres, tm
     from fairl.study.storage import open_storage
 
     world = make_rerlhf_world(tmp_path / "world")
-    study = neox_study(world, build_standins(tmp_path / "standins")["pythia"], seeds=(0, 1))
+    neox = build_standins(tmp_path / "standins", pythia_only=True)["pythia"]
+    study = neox_study(world, neox, seeds=(0, 1))
     study["sources"]["fa_irl"] = {"kind": "irl", "fit": {"rounds": 20}}
     path = tmp_path / "studies" / "rerlhf" / "rerlhf.yaml"  # where the report looks
     path.parent.mkdir(parents=True)

@@ -374,13 +374,13 @@ def neox(tmp_path_factory) -> Path:
     """A random-initialised GPT-NeoX (tests/paper_standins.py): RLHF steps in milliseconds."""
     from paper_standins import build_standins
 
-    return build_standins(tmp_path_factory.mktemp("standins"))["pythia"]
+    return build_standins(tmp_path_factory.mktemp("standins"), pythia_only=True)["pythia"]
 
 
 def launch(study: Path, folder: Path, fault: str = "") -> subprocess.CompletedProcess:
     """`fairl study run` as its own process, with the fault hooks (tests/fault_hooks)."""
-    env = {**os.environ, "FAIRL_MLRUNS": str(folder / "mlruns"), "FAIRL_CACHE": str(folder / "cache"),
-           "FAIRL_BUILD_FAULT": fault, "FAIRL_BUILD_FAULT_LOG": str(folder / "steps.log"),
+    env = {**os.environ, "FAIRL_MLRUNS": str(folder / "mlruns"),
+           "FAIRL_CACHE": str(folder / "cache"), "FAIRL_BUILD_FAULT": fault, "FAIRL_BUILD_FAULT_LOG": str(folder / "steps.log"),
            "PYTHONPATH": os.pathsep.join([str(HOOKS), str(ROOT)]), "FAIRL_THREADS": "1"}
     for name in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE"):
         env.pop(name, None)
