@@ -174,6 +174,8 @@ def curves(source: StudyRuns, runs: list[TrialRun]):
 
     frames = []
     for run in runs:
+        if run.tags.get("source_kind") == "base":
+            continue  # the base trains nothing (and a served store has no file to say so)
         try:
             frame = pd.read_csv(source.artifact(run, "curves.csv"))
         except (FileNotFoundError, pd.errors.EmptyDataError):
@@ -212,7 +214,7 @@ def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out, panels=PANE
     if not drawn:
         plt.close(fig)
         return []
-    legend_above(fig, axes[0])
+    legend_above(fig, next(ax for ax in axes if ax.get_legend_handles_labels()[0]))
     return save_figure(fig, out, NAME)
 
 

@@ -400,6 +400,13 @@ def test_a_launch_killed_in_rlhf_resumes_the_cell_from_its_checkpoint(tmp_path, 
     assert killed.returncode == 128 + signal.SIGTERM, killed.stdout + killed.stderr
     assert log.read_text().split() == ["rlhf", "0", "rlhf", "1", "rlhf", "2"]
     (checkpoint,) = (folder / "cache" / "rerlhf").glob("*/checkpoint.pt")  # after step 2
+    from fairl.study.repair import repair_study
+    from fairl.study.status import study_status
+
+    storage = str(folder / "mlruns" / "optuna.journal")
+    assert "1 waiting, 1 killed and re-queued" in study_status(str(study), storage)
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    assert "1 waiting; rerun" in repair_study(str(study), storage, uri)[-1]  # nothing to mend
     log.unlink()
     resumed = launch(study, folder)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -407,7 +414,6 @@ def test_a_launch_killed_in_rlhf_resumes_the_cell_from_its_checkpoint(tmp_path, 
     assert not checkpoint.exists() and (checkpoint.parent / "result.json").exists()
     assert "rerlhf_neox: 2/2 done (2 complete, 0 failed)" in resumed.stdout
 
-    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
     client = runs_store.client(uri)
     experiment = client.get_experiment_by_name("rerlhf_neox")
     cells = [run for run in client.search_runs([experiment.experiment_id],
