@@ -41,7 +41,6 @@ from fairl.study.trial import (
     WorkerContext,
     _fail_trial,
     _interrupted,
-    _torch_threads,
     raised_by_a_stop,
 )
 from fairl.study.worlds import SuiteWorld, rerlhf_on_world
@@ -117,7 +116,8 @@ def start_cell(study: Study, source_name: str, seed: int, context: WorkerContext
             "study_fingerprint": study.settings_fingerprint(), "worker": worker_identity(),
             "r_star_scorer": study.reward_scorer, "trial_number": str(trial.number),
             "optuna_trial_id": str(trial._trial_id), "optuna_study": study.name,
-            "optuna_storage": redact(context.storage), "torch_threads": str(_torch_threads())}
+            "optuna_storage": redact(context.storage),
+            "torch_threads": str(lm.configure_threads())}  # as the cell's LMs will run
     return runs.start_run(context.tracking_uri, context.experiment, f"{source_name}-seed{seed}",
                           tags, parent_run_id=context.launch_run)
 

@@ -195,7 +195,7 @@ class Study:
     def trials(self) -> int:
         return len(self.cells())
 
-    grid_size = trials
+    grid_size = trials  # a grid: every cell once
 
     def fingerprint(self) -> str:
         """What the Optuna study is: the shared settings and the grid (sources and seeds)."""
