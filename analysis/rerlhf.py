@@ -108,7 +108,8 @@ def seed_values(runs: list[TrialRun], metric: str) -> dict[int, float]:
     return {int(run.tags["seed"]): run.metrics[metric] for run in runs if metric in run.metrics}
 
 
-def table(cells: dict[str, list[TrialRun]], specs=COLUMNS):
+def table(cells: dict[str, list[TrialRun]], specs):
+    """The per-source table; `specs`: COLUMNS for the runs' r* scorer (for_scorer)."""
     import pandas as pd
 
     columns = ["reward source", "seeds"] + [column for _, column, _, _ in specs]
@@ -129,7 +130,7 @@ def table(cells: dict[str, list[TrialRun]], specs=COLUMNS):
     return columns, rows, pd.DataFrame(records)
 
 
-def comparison_notes(cells: dict[str, list[TrialRun]], specs=COLUMNS) -> str:
+def comparison_notes(cells: dict[str, list[TrialRun]], specs) -> str:
     """FA-IRL against standard IRL, paired by seed; and the rewards' own held-out quality."""
     lines = []
     fa, standard = cells.get("fa_irl"), cells.get("standard_irl")
@@ -184,7 +185,7 @@ def curves(source: StudyRuns, runs: list[TrialRun]):
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out, panels=PANELS):
+def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out, panels):
     import matplotlib.pyplot as plt
 
     figure_style()
