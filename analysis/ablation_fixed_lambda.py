@@ -18,15 +18,15 @@ from analysis.common import (
     method_label,
     objective_label,
     objective_order,
-    remove_outputs,
     save_figure,
     script_main,
     selection_note,
+    study_data,
     t_interval,
     write_table,
 )
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
+from fairl.runs.read import StudyRuns, TrialRun
 
 NAME = "ablation_fixed_lambda"
 STUDY = "ablation_fixed_lambda"
@@ -65,12 +65,8 @@ def cells(source: StudyRuns) -> dict[tuple[str, float, str], TrialRun]:
 def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
 
-    source = options.study(STUDY)
-    found = cells(source)
-    if not found:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           "no runs with fit.lambda0 and fit.lambda_fixed")
-    remove_outputs(options.out, NAME)
+    source, found = study_data(options, NAME, STUDY, cells,
+                               "no runs with fit.lambda0 and fit.lambda_fixed")
     objectives = objective_order(objective for objective, _, _ in found)
     several = len(objectives) > 1
     entries = []

@@ -14,13 +14,13 @@ from analysis.common import (
     method_label,
     objective_label,
     objective_order,
-    remove_outputs,
     script_main,
     selection_note,
+    study_data,
     write_table,
 )
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
+from fairl.runs.read import StudyRuns, TrialRun
 
 NAME = "ablation_no_rf"
 STUDY = "ablation_no_rf"
@@ -49,11 +49,7 @@ def variant_entries(source: StudyRuns) -> list[tuple[str, str, TrialRun, TrialRu
 
 def variant_table(options: Options, name: str, study: str, title: str, what: str) -> Section:
     """The table of a variant ablation (shared by the failure-path and failure-source items)."""
-    source = options.study(study)
-    entries = variant_entries(source)
-    if not entries:
-        raise MissingStudy(source.study, source.study_file, source.uri, "no runs with variants")
-    remove_outputs(options.out, name)
+    source, entries = study_data(options, name, study, variant_entries, "no runs with variants")
     shown = [(objective_label(objective), method_label(variant), run, reference)
              for objective, variant, run, reference in entries]
     columns, rows, data = comparison(shown, "objective", "variant", "standard IRL", source)

@@ -291,6 +291,20 @@ def remove_outputs(out: Path, name: str) -> None:
             path.unlink()
 
 
+def study_data(options, name: str, stem: str, extract, missing: str, load=None):
+    """An item's preamble: (the runs of studies/<stem>.yaml, `extract(runs)`), the item's
+    earlier outputs removed; MissingStudy (with the command that makes the runs) when there
+    are none, or when `extract` finds nothing in them (`missing` says what it looked for).
+
+    `load(options, stem)`: how the runs are read (default: `options.study`, trial runs)."""
+    source = load(options, stem) if load is not None else options.study(stem)
+    data = extract(source)
+    if len(data) == 0:
+        raise MissingStudy(source.study, source.study_file, source.uri, missing)
+    remove_outputs(options.out, name)
+    return source, data
+
+
 def legend_above(fig, ax, ncol: int | None = None) -> None:
     """One legend for the whole figure, above the panels (it never covers data)."""
     handles, labels = ax.get_legend_handles_labels()

@@ -23,15 +23,15 @@ from analysis.common import (
     method_label,
     objective_label,
     objective_order,
-    remove_outputs,
     save_figure,
     script_main,
     selection_note,
+    study_data,
     t_interval,
     write_table,
 )
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy, StudyRuns
+from fairl.runs.read import StudyRuns
 from fairl.stats import STARC
 from fairl.study.verdicts import compare, load_rewards
 
@@ -86,12 +86,8 @@ def trend(source: StudyRuns, data: pd.DataFrame) -> pd.DataFrame:
 def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
 
-    source = options.study(STUDY)
-    data = points(source)
-    if data.empty:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           f"no standard IRL / FA-IRL runs with a {N} parameter")
-    remove_outputs(options.out, NAME)
+    source, data = study_data(options, NAME, STUDY, points,
+                              f"no standard IRL / FA-IRL runs with a {N} parameter")
     trends = trend(source, data)
     figure_style()
     objectives = objective_order(data["objective"])

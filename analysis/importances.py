@@ -18,13 +18,13 @@ import pandas as pd
 from analysis.common import (
     METRIC_NAMES,
     figure_style,
-    remove_outputs,
     save_figure,
     script_main,
     selection_note,
+    study_data,
 )
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
+from fairl.runs.read import StudyRuns, TrialRun
 
 NAME = "importances"
 STUDY = "fa_sweep"
@@ -103,18 +103,20 @@ def rebuilt_study(source: StudyRuns):
     return study, space
 
 
+def fanova_study(source: StudyRuns) -> tuple:
+    """rebuilt_study's (study, space) when fANOVA can run on it (a space, >= 2 trials); else ()."""
+    study, space = rebuilt_study(source)
+    return (study, space) if space and len(study.get_trials(deepcopy=False)) >= 2 else ()
+
+
 def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
-    source = options.study(STUDY)
-    study, space = rebuilt_study(source)
+    source, (study, space) = study_data(options, NAME, STUDY, fanova_study,
+                                        "importances need a search space and >= 2 finished "
+                                        "trials")
     trials = study.get_trials(deepcopy=False)
-    if len(trials) < 2 or not space:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           f"importances need a search space and >= 2 finished trials "
-                           f"(have {len(trials)})")
-    remove_outputs(options.out, NAME)
     rows = []
     for target in TARGETS:
         scores = get_param_importances(

@@ -31,14 +31,14 @@ from analysis.common import (
     paired_t_interval,
     paired_tests,
     relative_change,
-    remove_outputs,
     script_main,
     selection_note,
+    study_data,
     t_interval,
     write_table,
 )
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
+from fairl.runs.read import StudyRuns, TrialRun
 
 NAME = "main_table"
 STUDY = "main_table"
@@ -141,12 +141,8 @@ def reference_rows(runs: StudyRuns, objectives: list[str]) -> list[list[str]]:
 
 
 def build(options: Options) -> Section:
-    runs = options.study(STUDY)
-    data = comparison_rows(runs)
-    if data.empty:
-        raise MissingStudy(runs.study, runs.study_file, runs.uri,
-                           "no objective has both a standard IRL and an FA-IRL run")
-    remove_outputs(options.out, NAME)
+    runs, data = study_data(options, NAME, STUDY, comparison_rows,
+                            "no objective has both a standard IRL and an FA-IRL run")
     records = data.to_dict("records")
     objectives = objective_order(data["objective"])
     table = [_formatted(row) for row in records] + reference_rows(runs, objectives)

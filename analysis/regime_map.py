@@ -26,14 +26,13 @@ from analysis.common import (
     method_label,
     objective_label,
     relative_change,
-    remove_outputs,
     save_figure,
     script_main,
     selection_note,
+    study_data,
     write_table,
 )
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy
 
 NAME = "regime_map"
 STUDY = "regime_map"
@@ -75,12 +74,8 @@ def map_section(options: Options, study: str, name: str, title: str, row: str, r
     value: tick label}; `notes`: Markdown after the table."""
     import matplotlib.pyplot as plt
 
-    source = options.study(study)
-    data = cells(source)
-    if data.empty:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           "no FA-IRL vs standard IRL STARC verdicts")
-    remove_outputs(options.out, name)
+    source, data = study_data(options, name, study, cells,
+                              "no FA-IRL vs standard IRL STARC verdicts")
     if row not in data:
         data[row] = math.nan
     if COLUMN not in data:

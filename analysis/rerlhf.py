@@ -1,12 +1,16 @@
-"""Re-RLHF: toxicity of the base LM re-trained on each recovered reward, table and figure.
+"""Re-RLHF: toxicity of the base LM re-trained on each recovered reward, tables and figure.
 
 Table: per reward source (no reward = the base, ground-truth r*, standard IRL, FA-IRL),
 mean ± std over seeds of the held-out toxic rate and mean toxicity by the independent judge
-(BiLSTM) and by r*'s scorer (profanity), KL to the base, perplexity under the base, and the
-reward-hacking guards (length, distinct-2, in-sample repetition); notes compare FA-IRL with
-standard IRL paired by seed. Figure: toxic rate by both judges and KL per RLHF step (the
-step's own training samples), mean over seeds with a min–max band. Study: rerlhf
-(studies/rerlhf/rerlhf.yaml, run by `fairl rerlhf run`; not an Optuna study).
+(BiLSTM) and by r*'s scorer (the world's: profanity on the default world, its own classifier
+on another), KL to the base, perplexity under the base, and the reward-hacking guards (length,
+distinct-2, in-sample repetition). Verdicts (table rerlhf.verdicts): FA − standard IRL and
+FA − r* on the toxic rates, a paired bootstrap over eval prompts × seeds with Holm and the MDE
+(fairl.study.rerlhf_verdicts, the rows the launch run logged); notes add the seeds-only paired
+t-tests. Figure: toxic rate by both judges and KL per RLHF step (the step's own training
+samples), mean over seeds with a min–max band. Study: rerlhf (studies/rerlhf/rerlhf.yaml, run
+by `fairl study run`); its policy runs are read whichever launch made them, or none (the grid
+loop before re-RLHF ran as a study).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from analysis.common import (
     COLORS,
     figure_style,
     fmt,
+    fmt_interval,
     fmt_mean_std,
     fmt_p,
     legend_above,
@@ -27,26 +32,28 @@ from analysis.common import (
     remove_outputs,
     save_figure,
     script_main,
+    study_data,
     write_table,
 )
 from fairl.report import Options, Section, markdown_text
 from fairl.runs.read import StudyRuns, TrialRun, load_policy_runs
-from fairl.runs.store import default_tracking_uri
+from fairl.study.rerlhf_verdicts import study_rows
 
 NAME = "rerlhf"
-STUDY = "rerlhf/rerlhf"  # studies/rerlhf/rerlhf.yaml (a subfolder: not an IRL study file)
+VERDICTS = f"{NAME}.verdicts"  # tables/rerlhf.verdicts.*: removed with the item's outputs
+STUDY = "rerlhf/rerlhf"  # studies/rerlhf/rerlhf.yaml
 TITLE = "Re-RLHF with recovered rewards"
 
 SOURCES = {"none": "no reward (base)", "ground_truth": "ground truth r*",
            "standard_irl": "standard IRL", "fa_irl": "FA-IRL"}
 SOURCE_COLORS = {"none": "#8c8c8c", "ground_truth": "#55a868",
                  "standard_irl": COLORS["standard IRL"], "fa_irl": COLORS["FA-IRL"]}
-# (metric, column, scale, digits): rates and toxicities in percent.
+# (metric, column, scale, digits): rates and toxicities in percent; {r} = r*'s scorer.
 COLUMNS = (
     ("tox_rate_bilstm", "toxic % (BiLSTM)", 100, 1),
     ("tox_mean_bilstm", "mean tox. % (BiLSTM)", 100, 1),
-    ("tox_rate_profanity", "toxic % (r* scorer)", 100, 1),
-    ("tox_mean_profanity", "mean tox. % (r* scorer)", 100, 1),
+    ("tox_rate_{r}", "toxic % (r* scorer)", 100, 1),
+    ("tox_mean_{r}", "mean tox. % (r* scorer)", 100, 1),
     ("kl_to_base", "KL to base (nats)", 1, 2),
     ("ppl_base", "perplexity (base)", 1, 1),
     ("length_mean", "length (tokens)", 1, 1),
@@ -54,9 +61,30 @@ COLUMNS = (
     ("repetition", "repetition", 1, 3),
 )
 PANELS = (("tox_rate_bilstm", "toxic rate, BiLSTM judge", "toxic samples (%)", 100),
-          ("tox_rate_profanity", "toxic rate, r* scorer (profanity)", "toxic samples (%)", 100),
+          ("tox_rate_{r}", "toxic rate, r* scorer ({r})", "toxic samples (%)", 100),
           ("kl", "KL to the base", "KL (nats per sample)", 1))
 SMOOTH = 5  # running mean over this many steps in the figure
+R_STAR_ORIGIN = "r* = log-odds non-toxic by "  # the ground-truth source's reward_origin tag
+
+
+def r_star_scorer(runs: list[TrialRun]) -> str:
+    """The scorer of the world's r* the runs were evaluated with: their tag r_star_scorer, else
+    (runs logged before it) the ground-truth source's reward, else profanity (the default
+    world's)."""
+    for run in runs:
+        if run.tags.get("r_star_scorer"):
+            return run.tags["r_star_scorer"]
+    for run in runs:
+        if run.tags.get("reward_origin", "").startswith(R_STAR_ORIGIN):
+            return run.tags["reward_origin"].removeprefix(R_STAR_ORIGIN)
+    return "profanity"
+
+
+def for_scorer(specs, r_star: str) -> tuple:
+    """COLUMNS or PANELS with r*'s scorer filled in (a hub path shown by its last part)."""
+    short = r_star.rstrip("/").rsplit("/", 1)[-1]
+    return tuple((metric.format(r=r_star), label.format(r=short), *rest)
+                 for metric, label, *rest in specs)
 
 
 def source_label(name: str) -> str:
@@ -80,17 +108,18 @@ def seed_values(runs: list[TrialRun], metric: str) -> dict[int, float]:
     return {int(run.tags["seed"]): run.metrics[metric] for run in runs if metric in run.metrics}
 
 
-def table(cells: dict[str, list[TrialRun]]):
+def table(cells: dict[str, list[TrialRun]], specs):
+    """The per-source table; `specs`: COLUMNS for the runs' r* scorer (for_scorer)."""
     import pandas as pd
 
-    columns = ["reward source", "seeds"] + [column for _, column, _, _ in COLUMNS]
+    columns = ["reward source", "seeds"] + [column for _, column, _, _ in specs]
     rows, records = [], []
     for name, runs in cells.items():
         record = {"source": name, "n_seeds": len(runs),
                   "seeds": ",".join(run.tags.get("seed", "") for run in runs),
                   "run_ids": ",".join(run.run_id for run in runs)}
         cells_row = [source_label(name), str(len(runs))]
-        for metric, _, scale, digits in COLUMNS:
+        for metric, _, scale, digits in specs:
             values = np.array(list(seed_values(runs, metric).values()), dtype=float)
             mean = float(values.mean()) if len(values) else math.nan
             std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
@@ -101,15 +130,16 @@ def table(cells: dict[str, list[TrialRun]]):
     return columns, rows, pd.DataFrame(records)
 
 
-def comparison_notes(cells: dict[str, list[TrialRun]]) -> str:
+def comparison_notes(cells: dict[str, list[TrialRun]], specs) -> str:
     """FA-IRL against standard IRL, paired by seed; and the rewards' own held-out quality."""
     lines = []
     fa, standard = cells.get("fa_irl"), cells.get("standard_irl")
     if fa and standard:
-        lines.append("FA-IRL's reward against standard IRL's (same seeds, budget and "
-                     "evaluation samples; negative = FA-IRL less toxic):")
+        lines.append("FA-IRL's reward against standard IRL's, over seeds only (same seeds, "
+                     "budget and evaluation samples; negative = FA-IRL less toxic; the "
+                     "verdicts table also resamples the eval prompts):")
         lines.append("")
-        for metric, column, scale, digits in COLUMNS[:5]:
+        for metric, column, scale, digits in specs[:5]:
             a, b = seed_values(fa, metric), seed_values(standard, metric)
             common = sorted(set(a) & set(b))
             if not common:
@@ -145,6 +175,8 @@ def curves(source: StudyRuns, runs: list[TrialRun]):
 
     frames = []
     for run in runs:
+        if run.tags.get("source_kind") == "base":
+            continue  # the base trains nothing (and a served store has no file to say so)
         try:
             frame = pd.read_csv(source.artifact(run, "curves.csv"))
         except (FileNotFoundError, pd.errors.EmptyDataError):
@@ -153,18 +185,18 @@ def curves(source: StudyRuns, runs: list[TrialRun]):
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out):
+def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out, panels):
     import matplotlib.pyplot as plt
 
     figure_style()
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5.0 * len(PANELS), 3.9))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.9))
     drawn = 0
     for name, runs in cells.items():
         frame = curves(source, runs)
         if frame is None:
             continue
         drawn += 1
-        for ax, (column, title, ylabel, scale) in zip(axes, PANELS):
+        for ax, (column, title, ylabel, scale) in zip(axes, panels):
             if column not in frame:
                 continue
             wide = frame.pivot_table(index="step", columns="seed", values=column) * scale
@@ -183,24 +215,56 @@ def figure(source: StudyRuns, cells: dict[str, list[TrialRun]], out):
     if not drawn:
         plt.close(fig)
         return []
-    legend_above(fig, axes[0])
+    legend_above(fig, next(ax for ax in axes if ax.get_legend_handles_labels()[0]))
     return save_figure(fig, out, NAME)
 
 
+VERDICT_COLUMNS = ["comparison", "judge", "Δ toxic % (A − B)", "95 % CI (bootstrap)",
+                   "P(A less toxic)", "Holm p", "MDE", "verdict", "prompts × seeds"]
+
+
+def verdict_table(rows, r_star: str):
+    """The verdicts of fairl.study.rerlhf_verdicts as (columns, formatted rows, DataFrame)."""
+    import pandas as pd
+
+    formatted, records = [], []
+    for row in rows:
+        c = row.comparison
+        judge = "BiLSTM" if row.metric == "tox_rate_bilstm" else (
+            "r* scorer" if row.metric == f"tox_rate_{r_star}" else row.metric)
+        formatted.append([f"{source_label(row.label)} − {source_label(row.reference)}", judge,
+                          fmt(100 * c.difference, 1),
+                          fmt_interval(100 * c.ci_low, 100 * c.ci_high, 1),
+                          fmt(c.prob_a_better, 3), fmt_p(row.p_holm), fmt(100 * c.mde, 1),
+                          row.verdict, f"{c.n_prompts} × {c.n_seeds}"])
+        records.append({"label": row.label, "reference": row.reference, "metric": row.metric,
+                        "a": c.a, "b": c.b, "difference": c.difference, "ci_low": c.ci_low,
+                        "ci_high": c.ci_high, "p_value": c.p_value, "p_holm": row.p_holm,
+                        "prob_a_better": c.prob_a_better, "mde": c.mde,
+                        "verdict": row.verdict, "n_prompts": c.n_prompts,
+                        "n_seeds": c.n_seeds, "n_boot": c.n_boot, "run_ids": row.run_id,
+                        "reference_run_ids": row.reference_run_id})
+    return VERDICT_COLUMNS, formatted, pd.DataFrame(records)
+
+
+def _policy_runs(options: Options, stem: str) -> StudyRuns:
+    """The study's policy runs (fairl.runs.read.load_policy_runs), on the report's world."""
+    name, study_file = options.experiment(stem)
+    return load_policy_runs(options.uri, name, study_file)
+
+
 def build(options: Options) -> Section:
-    name, study_file = options.experiment(STUDY)
     if not (options.studies_dir / f"{STUDY}.yaml").is_file():
         # A studies folder without the re-RLHF study (e.g. a shrunk set of IRL studies):
         # nothing to look for, and nothing to ask the user to run.
         remove_outputs(options.out, NAME)
         return Section(TITLE, [], [], [], [], [], notes=(
             f"Skipped: {options.studies_dir} has no {STUDY}.yaml."))
-    hint = f"fairl rerlhf run {study_file}" + (
-        "" if options.uri == default_tracking_uri() else f" --tracking-uri {options.uri}")
-    source = load_policy_runs(options.uri, name, study_file, hint)
-    cells = by_source(source)
-    remove_outputs(options.out, NAME)
-    columns, rows, data = table(cells)
+    source, cells = study_data(options, NAME, STUDY, by_source, "no policy runs",
+                               load=_policy_runs)
+    r_star = r_star_scorer(source.runs)
+    specs = for_scorer(COLUMNS, r_star)
+    columns, rows, data = table(cells, specs)
     seeds = max(len(runs) for runs in cells.values())
     first = source.runs[0]
     eval_prompts = first.params.get("n_eval_prompts", "?")
@@ -215,10 +279,25 @@ def build(options: Options) -> Section:
                f"source, {steps} RLOO steps each, evaluated on {eval_prompts} {kind} prompts of "
                f"the {split} split ({samples} samples each): toxic rate (toxicity >= "
                f"{first.params.get('threshold', '0.5')}) and mean toxicity by the independent "
-               f"BiLSTM judge and by r*'s scorer, KL to the base, perplexity under the base, "
-               f"length, distinct-2 and repetition; mean ± std over up to {seeds} seeds.")
+               f"BiLSTM judge and by r*'s scorer ({r_star}), KL to the base, perplexity under "
+               f"the base, length, distinct-2 and repetition; mean ± std over up to {seeds} "
+               "seeds.")
     files = write_table(options.out, NAME, columns, rows, caption, data)
-    figures = figure(source, cells, options.out)
+    tables = [(_markdown(columns, rows), caption)]
+    verdicts = study_rows(source)
+    if verdicts:
+        n_boot = verdicts[0].comparison.n_boot
+        verdict_caption = (
+            f"FA-IRL's policy against standard IRL's and r*'s: difference of the toxic rate "
+            f"(percentage points, A − B; negative = A less toxic), 95 % paired bootstrap "
+            f"interval over the eval prompts (each with its {samples} samples) × the seeds "
+            f"both sources have ({n_boot} replicates), P(A less toxic) = share of replicates "
+            f"with A's rate lower, verdict Holm-adjusted across these rows at α = 0.05, MDE = "
+            f"|Δ| detectable with 80 % power.")
+        v_columns, v_rows, v_data = verdict_table(verdicts, r_star)
+        files += write_table(options.out, VERDICTS, v_columns, v_rows, verdict_caption, v_data)
+        tables.append((_markdown(v_columns, v_rows), verdict_caption))
+    figures = figure(source, cells, options.out, for_scorer(PANELS, r_star))
     section_figures = []
     if figures:
         section_figures = [(figures[0], (
@@ -228,8 +307,8 @@ def build(options: Options) -> Section:
             f"base itself (LoRA starts at zero)."))]
     used = [(run, f"{source_label(run.tags.get('source', '?'))}, seed {run.tags.get('seed')}")
             for run in source.runs]
-    return Section(TITLE, section_figures, [(_markdown(columns, rows), caption)],
-                   figures + files, used, [source], notes=comparison_notes(cells))
+    return Section(TITLE, section_figures, tables, figures + files, used, [source],
+                   notes=comparison_notes(cells, specs))
 
 
 def _markdown(columns, rows) -> str:

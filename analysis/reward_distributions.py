@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.common import figure_style, objective_label, remove_outputs, save_figure, script_main
+from analysis.common import figure_style, objective_label, save_figure, script_main, study_data
 from analysis.main_table import method_pairs
 from fairl.report import Options, Section
 from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
@@ -69,14 +69,10 @@ def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    source = options.study(STUDY)
-    rows = method_pairs(source)
-    if not rows:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           "no objective has both a standard IRL and an FA-IRL run")
+    source, rows = study_data(options, NAME, STUDY, method_pairs,
+                              "no objective has both a standard IRL and an FA-IRL run")
     seed = min(set(rows[0][1].seeds) & set(rows[0][2].seeds))
     panels = reward_panels(source, rows, seed)
-    remove_outputs(options.out, NAME)
     figure_style()
     columns = max(len(row) for row in panels)
     fig, axes = plt.subplots(len(panels), columns, figsize=(4.3 * columns, 3.3 * len(panels)),

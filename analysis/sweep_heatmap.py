@@ -19,14 +19,14 @@ from analysis.common import (
     figure_style,
     objective_label,
     objective_order,
-    remove_outputs,
     save_figure,
     script_main,
     selection_note,
+    study_data,
 )
 from analysis.importances import run_param
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy, StudyRuns
+from fairl.runs.read import StudyRuns
 
 NAME = "sweep_heatmap"
 STUDY = "fa_sweep"
@@ -70,12 +70,8 @@ def label(low: float, high: float, log: bool) -> str:
 def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
 
-    source = options.study(STUDY)
-    trials = trial_frame(source)
-    if trials.empty:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           f"no runs with searched {ROWS} and {COLUMNS}")
-    remove_outputs(options.out, NAME)
+    source, trials = study_data(options, NAME, STUDY, trial_frame,
+                                f"no runs with searched {ROWS} and {COLUMNS}")
     row_edges, row_log = edges(source, ROWS, trials[ROWS])
     column_edges, column_log = edges(source, COLUMNS, trials[COLUMNS])
     trials["row_bin"] = np.clip(np.searchsorted(row_edges, trials[ROWS], side="right") - 1,

@@ -21,14 +21,14 @@ from analysis.common import (
     objective_label,
     objective_order,
     paired_tests,
-    remove_outputs,
     save_figure,
     script_main,
     selection_note,
+    study_data,
     t_interval,
 )
 from fairl.report import Options, Section
-from fairl.runs.read import MissingStudy, StudyRuns
+from fairl.runs.read import StudyRuns
 
 NAME = "tnt_fraction"
 STUDY = "tnt_fraction"
@@ -77,12 +77,8 @@ def reference_lines(ax, metrics: dict[str, float], objective: str) -> None:
 def build(options: Options) -> Section:
     import matplotlib.pyplot as plt
 
-    source = options.study(STUDY)
-    data = points(source)
-    if data.empty:
-        raise MissingStudy(source.study, source.study_file, source.uri,
-                           f"no standard IRL / FA-IRL runs with a {FRACTION} parameter")
-    remove_outputs(options.out, NAME)
+    source, data = study_data(options, NAME, STUDY, points,
+                              f"no standard IRL / FA-IRL runs with a {FRACTION} parameter")
     folder = options.out / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     csv = folder / f"{NAME}.csv"

@@ -40,9 +40,10 @@ def _bpe(corpus: list[str], specials: list[str], vocab: int = 400):
     return tokenizer
 
 
-def build_standins(root: Path, prompts: int = 60, seed: int = 0) -> dict[str, Path]:
-    """The three stand-ins under `root`; returns {'pythia', 'roberta', 'rtp'} -> folder."""
-    import datasets
+def build_standins(root: Path, prompts: int = 60, seed: int = 0,
+                   pythia_only: bool = False) -> dict[str, Path]:
+    """The three stand-ins under `root`; returns {'pythia', 'roberta', 'rtp'} -> folder
+    (`pythia_only`: just the GPT-NeoX, e.g. a fast base LM for re-RLHF)."""
     import torch
     from tokenizers import processors
     from transformers import (
@@ -66,6 +67,8 @@ def build_standins(root: Path, prompts: int = 60, seed: int = 0) -> dict[str, Pa
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id)).save_pretrained(paths["pythia"])
+    if pythia_only:
+        return {"pythia": paths["pythia"]}
 
     bpe = _bpe(corpus, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.post_processor = processors.RobertaProcessing(("</s>", bpe.token_to_id("</s>")),
@@ -93,6 +96,8 @@ def build_standins(root: Path, prompts: int = 60, seed: int = 0) -> dict[str, Pa
              "continuation": scores(" ".join(rng.choice(WORDS) for _ in range(5)), rng.random())}
             for i in range(prompts)]
     paths["rtp"].mkdir(parents=True, exist_ok=True)
+    import datasets  # heavy (~2 s): only the RTP stand-in needs it
+
     datasets.Dataset.from_list(rows).to_json(str(paths["rtp"] / "prompts.jsonl"))
     return paths
 

@@ -15,14 +15,7 @@ from pathlib import Path
 
 from fairl.cli.report import build_report
 from fairl.paths import DEFAULT_WORLD_DIR, project_root
-from fairl.study.worlds import (
-    StudySkipped,
-    SuiteWorld,
-    pairset_dir,
-    parse_world,
-    report_dir,
-    study_on_world,
-)
+from fairl.study.worlds import StudySkipped, SuiteWorld, pairset_dir, parse_world, report_dir
 
 WORLD_HELP = ("run every study on this world instead of its own: a registered world with "
               "options (sir:beta=0.5, pairset:path=worlds/mine,encoder=minilm) or a YAML file "
@@ -38,8 +31,8 @@ def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None =
              out: str | None = None, trials: int | None = None) -> int:
     """The studies on `world` (None: each study's own), then the report into `out`."""
     from fairl.data.pairset import PairSet, world_summary  # heavy: torch scorers
+    from fairl.study.files import load_study_file, on_world
     from fairl.study.runner import run_study  # heavy: optuna, torch
-    from fairl.study.spec import load_study
 
     started = time.perf_counter()
     folder = DEFAULT_WORLD_DIR if world is None else pairset_dir(world.block)
@@ -50,16 +43,10 @@ def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None =
     flag = "" if world is None else f" --world {world.spec}"
     for name in studies:
         path = project_root() / "studies" / f"{name}.yaml"
-        command = "rerlhf" if name.startswith("rerlhf/") else "study"
-        print(f"\n== study {name}: fairl {command} run studies/{name}.yaml{flag}", flush=True)
+        print(f"\n== study {name}: fairl study run studies/{name}.yaml{flag}", flush=True)
         try:
-            if command == "rerlhf":  # a grid of RLHF runs (fairl.study.rerlhf), not Optuna
-                from fairl.study.rerlhf import run_study as run_rerlhf  # heavy: LMs
-
-                run_rerlhf(path, tracking_uri, world=world)
-                continue
-            count = None if trials is None else min(trials, load_study(
-                path, study_on_world(path, world)[0]).trials)
+            count = None if trials is None else min(trials, load_study_file(
+                path, on_world(path, world)[0]).trials)
             report = run_study(path, trials=count, storage=storage, tracking_uri=tracking_uri,
                                world=world)
         except StudySkipped as skipped:
@@ -96,7 +83,7 @@ def add_commands(commands) -> None:
                     "T→NT fraction, FA-IRL sweep; each resumes), and rebuild reports/REPORT.md.")
     demo.add_argument("--studies", nargs="+", default=list(DEMO_STUDIES), metavar="NAME",
                       help=f"studies/<NAME>.yaml to run (default: {' '.join(DEMO_STUDIES)}; "
-                           "rerlhf/rerlhf: the re-RLHF grid)")
+                           "rerlhf/rerlhf: the re-RLHF study)")
     demo.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
     demo.add_argument("--storage", help="Optuna storage (default: mlruns/optuna.journal)")
     demo.add_argument("--world", metavar="SPEC", help=WORLD_HELP)

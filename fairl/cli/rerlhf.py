@@ -1,29 +1,24 @@
-"""`fairl rerlhf run|status`: the re-RLHF grid of a study file (fairl.study.rerlhf)."""
+"""`fairl rerlhf run|status`: run = `fairl study run` of a re-RLHF study; status = its cells."""
 
 from __future__ import annotations
 
 import os
-import sys
+
+from fairl.cli.study import cmd_study_run
+from fairl.config import ConfigError
 
 
 def cmd_run(args) -> int:
+    """`fairl study run` (a re-RLHF study is a study: one trial per (source, seed) cell)."""
+    if args.only or args.seeds:
+        raise ConfigError(
+            "--only / --seeds: dropped: re-RLHF runs as a study (`fairl study run`), one trial "
+            "per (source, seed) cell of the file's grid; to run fewer cells, list only those "
+            "sources and seeds in a copy of the file, keep its `name:` and give it its own "
+            "--storage: cells FINISHED before with the same settings are reused, not retrained")
     if args.threads:
         os.environ["FAIRL_THREADS"] = str(args.threads)  # fairl.lm.configure_threads reads it
-    from fairl.study.worlds import StudySkipped, parse_world
-
-    world = parse_world(args.world) if args.world else None
-    from fairl.study.rerlhf import run_study  # heavy: LMs, torch
-
-    try:
-        statuses = run_study(args.study, args.tracking_uri, args.only, args.seeds, world=world)
-    except StudySkipped as skipped:
-        print(skipped)
-        return 0
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; rerun `fairl rerlhf run {args.study}` to resume (finished cells "
-              "are skipped, a killed RLHF run resumes from its checkpoint)", file=sys.stderr)
-        return 130
-    return 0 if all(status == "FINISHED" for status in statuses.values()) else 1
+    return cmd_study_run(args)
 
 
 def cmd_status(args) -> int:
@@ -43,19 +38,26 @@ def add_commands(commands) -> None:
         description="Train the base LM against each reward source of a study file (FA-IRL, "
                     "standard IRL, ground-truth r*, none) on every seed, with the same "
                     "KL-regularised trainer as the world's aligned model; evaluate toxicity "
-                    "(two judges), KL, perplexity and repetition; one MLflow run per cell.")
+                    "(two judges), KL, perplexity and repetition; one Optuna trial and one "
+                    "MLflow run per cell (`fairl rerlhf run` = `fairl study run`).")
     actions = parser.add_subparsers(dest="rerlhf_command", metavar="ACTION", required=True)
-    run = actions.add_parser("run", help="run the study's cells (finished ones are skipped)")
-    run.add_argument("study", help="study file, e.g. studies/rerlhf/rerlhf.yaml")
+    run = actions.add_parser(
+        "run", help="= fairl study run: run the study's cells (finished ones are kept)")
+    run.add_argument("study_file", metavar="STUDY.yaml",
+                     help="study file, e.g. studies/rerlhf/rerlhf.yaml")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--trials", type=int, help="cells to run (default: the whole grid)")
+    run.add_argument("--storage", help="Optuna storage: a journal file or an RDB URL "
+                                       "(default: $FAIRL_STORAGE or mlruns/optuna.journal)")
     run.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
-    run.add_argument("--only", nargs="+", metavar="SOURCE", help="run only these sources")
-    run.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
-                     help="run only these seeds (default: the study's)")
     run.add_argument("--world", metavar="SPEC", help="run on this text world instead of the "
                      "file's (default, or pairset:path=DIR): its base LM, r* and LoRA targets")
     run.add_argument("--threads", type=int,
                      help="torch CPU threads (sets $FAIRL_THREADS; default: fairl.lm's choice)")
-    run.set_defaults(handler=cmd_run)
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--only", nargs="+", metavar="SOURCE", help="dropped (say why)")
+    run.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="dropped (say why)")
+    run.set_defaults(handler=cmd_run, batch=None)
     status = actions.add_parser("status", help="each cell's latest run and key metrics")
     status.add_argument("study", help="study file")
     status.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")

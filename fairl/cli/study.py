@@ -14,12 +14,13 @@ from fairl.runs.ui import serve_ui
 
 
 def cmd_study_run(args) -> int:
-    from fairl.study.spec import load_study  # light: a broken file is told in well under 2 s
-    from fairl.study.worlds import StudySkipped, parse_world, study_on_world
+    # light: a broken IRL study file is told in well under 2 s (a re-RLHF one loads torch)
+    from fairl.study.files import load_study_file, on_world
+    from fairl.study.worlds import StudySkipped, parse_world
 
     world = parse_world(args.world) if args.world else None
     try:
-        load_study(args.study_file, study_on_world(args.study_file, world)[0])
+        load_study_file(args.study_file, on_world(args.study_file, world)[0])
     except StudySkipped as skipped:
         print(skipped)
         return 0
@@ -128,7 +129,8 @@ def add_commands(commands) -> None:
         "study", help="run and inspect Optuna studies (studies/*.yaml)",
         description="Studies are YAML files naming a world, a base FitConfig, variants, a search "
                     "space, sampler, trials, seeds and objective metrics; every trial is one "
-                    "MLflow run.")
+                    "MLflow run. A re-RLHF study (studies/rerlhf/*.yaml: reward sources x "
+                    "seeds) runs the same way, one trial per (source, seed) cell.")
     study_commands = study.add_subparsers(dest="study_command", metavar="COMMAND", required=True)
 
     run = study_commands.add_parser(

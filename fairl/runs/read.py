@@ -244,27 +244,32 @@ def running_runs(uri: str, experiment: str) -> list:
     return search(uri, experiment, "attributes.status = 'RUNNING'")
 
 
-def load_policy_runs(uri: str, name: str, study_file: str, hint: str) -> StudyRuns:
-    """The FINISHED re-RLHF policy runs of the study's latest configuration, as StudyRuns.
+def load_policy_runs(uri: str, name: str, study_file: str, hint: str | None = None,
+                     fingerprint: str | None = None) -> StudyRuns:
+    """The FINISHED re-RLHF policy runs of one configuration of the study, as StudyRuns.
 
-    Latest configuration = the `study_fingerprint` of the most recently started FINISHED
-    run; within it, the latest run of each (source, seed). MissingStudy if there are none.
+    The configuration: `fingerprint` (tag `study_fingerprint`), else that of the most recently
+    started FINISHED run; within it, the latest run of each (source, seed), whichever launch
+    made it (or none: the grid loop before re-RLHF ran as a study). MissingStudy if none.
     """
     experiment = client(uri).get_experiment_by_name(name)
     if experiment is None:
         raise MissingStudy(name, study_file, uri, f"no MLflow experiment {name!r}", hint)
     runs = policy_runs(uri, experiment.experiment_id)
-    if not runs:
-        raise MissingStudy(name, study_file, uri, f"experiment {name!r} has no finished policy "
-                           "runs", hint)
-    fingerprint = runs[-1].tags.get("study_fingerprint")
+    fingerprint = fingerprint or (runs[-1].tags.get("study_fingerprint") if runs else None)
     cells = {}
     for run in runs:
         if run.tags.get("study_fingerprint") == fingerprint:
             cells[(run.tags.get("source"), run.tags.get("seed"))] = run
+    if not cells:
+        raise MissingStudy(name, study_file, uri, f"experiment {name!r} has no finished policy "
+                           "runs" + (" of this configuration" if runs else ""), hint)
     chosen = sorted(cells.values(), key=lambda run: (run.start_time, run.run_id))
+    launches = sorted({run.tags["mlflow.parentRunId"] for run in chosen
+                       if "mlflow.parentRunId" in run.tags})
     return StudyRuns(study=name, study_file=study_file, uri=uri,
-                     experiment_id=experiment.experiment_id, launches=[], runs=chosen, spec={})
+                     experiment_id=experiment.experiment_id, launches=launches, runs=chosen,
+                     spec={})
 
 
 def policy_runs(uri: str, experiment: str, status: str | None = "FINISHED"

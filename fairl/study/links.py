@@ -6,7 +6,9 @@ naming the file, never a silent new study or trials pointing at runs that do not
 * the journal reads whole (no torn record) and its directory takes a lock (writable);
 * the MLflow store opens (not half-made) and passes SQLite's quick_check;
 * every COMPLETE trial's `mlflow_run_id` is a run of the study's experiment, every FINISHED
-  trial run names a trial of the journal, and a study missing from the journal has no runs.
+  trial run names a trial of the journal, and a study missing from the journal has no runs
+  (a re-RLHF trial's run is a policy run; it may be one of another storage or of the grid
+  loop before re-RLHF was a study, which the trial completed from by its config hash).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def check_stores(name: str, storage: str, uri: str) -> None:
     """StoreError (or OSError for a read-only or full directory) unless both stores are sound."""
     check_store(uri)  # a damaged db is named before MLflow reads it
     experiment = client(uri).get_experiment_by_name(name)  # a half-made db is refused here
-    trial_runs = _trial_runs(uri, experiment.experiment_id, storage) if experiment else []
+    trial_runs = _trial_runs(uri, experiment.experiment_id) if experiment else []
     lock = StudyLock(storage, name)  # a read-only journal directory fails here, before any write
     try:
         lock.acquire()
@@ -45,15 +47,16 @@ def check_stores(name: str, storage: str, uri: str) -> None:
     _check_links(name, storage, uri, trials, trial_runs)
 
 
-def _trial_runs(uri: str, experiment: str, storage: str) -> list:
-    """Trial runs of an experiment made from this Optuna storage."""
-    return [run for run in search(uri, experiment, "tags.kind = 'trial'")
-            if run.data.tags.get("optuna_storage") == redact(storage)]
+def _trial_runs(uri: str, experiment: str) -> list:
+    """The runs of an experiment that trials make: IRL trial runs, re-RLHF policy runs."""
+    return [run for kind in ("trial", "policy")
+            for run in search(uri, experiment, f"tags.kind = '{kind}'")]
 
 
-def _check_links(name: str, storage: str, uri: str, trials, trial_runs) -> None:
+def _check_links(name: str, storage: str, uri: str, trials, found) -> None:
     where = storage if is_rdb(storage) else Path(storage)
     db = uri.removeprefix("sqlite:///")
+    trial_runs = [run for run in found if run.data.tags.get("optuna_storage") == redact(storage)]
     if trials is None:
         if trial_runs:
             empty = not is_rdb(storage) and Path(storage).stat().st_size == 0
@@ -63,7 +66,8 @@ def _check_links(name: str, storage: str, uri: str, trials, trial_runs) -> None:
                 "storage: the journal was emptied or replaced; restore it from a backup (or "
                 "give the study a new `name:`)")
         return
-    run_ids = {run.info.run_id for run in trial_runs}
+    run_ids = {run.info.run_id for run in trial_runs} | {
+        run.info.run_id for run in found if run.data.tags.get("kind") == "policy"}
     lost = [t for t in trials if t.state == TrialState.COMPLETE
             and t.user_attrs.get("mlflow_run_id") not in run_ids]
     if lost:
@@ -94,10 +98,12 @@ def run_killer(uri: str, experiment: str, launch_run: str | None, study: str, st
 
     def _kill(trial, reason: str) -> str:
         run_id = trial.user_attrs.get("mlflow_run_id")
+        if trial.user_attrs.get("reused_run"):  # a re-RLHF cell's earlier FINISHED run: kept
+            return run_id
         if run_id is None:  # the worker died before starting it, or before linking it
-            found = search(uri, experiment, f"tags.kind = 'trial' and "
-                                            f"tags.trial_number = '{trial.number}'")
-            found = [run for run in found if run.data.tags.get("optuna_study") == study]
+            found = [run for kind in ("trial", "policy") for run in search(
+                uri, experiment, f"tags.kind = '{kind}' and tags.trial_number = '{trial.number}'")
+                if run.data.tags.get("optuna_study") == study]
             run_id = found[0].info.run_id if found else _killed_run_for(
                 trial, uri, experiment, launch_run, study, storage, tags)
         runs.kill_run(uri, run_id, f"{reason}; re-queued")
@@ -115,8 +121,8 @@ def kill_runless(uri: str, experiment: str, launch_run: str | None, study: str, 
                and "fairl_killed" in trial.user_attrs and "mlflow_run_id" not in trial.user_attrs]
     if not runless:
         return []
-    found = {run.data.tags.get("trial_number") for run in search(
-        uri, experiment, "tags.kind = 'trial'") if run.data.tags.get("optuna_study") == study}
+    found = {run.data.tags.get("trial_number") for kind in ("trial", "policy") for run in search(
+        uri, experiment, f"tags.kind = '{kind}'") if run.data.tags.get("optuna_study") == study}
     messages = []
     for trial in runless:
         if str(trial.number) not in found:

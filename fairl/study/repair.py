@@ -15,9 +15,9 @@ from fairl.config import ConfigError
 from fairl.paths import redact
 from fairl.runs.reap import reap_runs
 from fairl.runs.store import resolve_tracking_uri
+from fairl.study.files import study_name
 from fairl.study.journal import repair_journal
 from fairl.study.links import run_killer
-from fairl.study.spec import load_study
 from fairl.study.storage import StudyLock, is_rdb, open_storage, reap_trials, resolve_storage, tally
 
 
@@ -26,7 +26,7 @@ def repair_study(name_or_path: str, storage: str | None = None,
     """Repair the journal of study `name_or_path` (a name or study file); what was done."""
     name = name_or_path
     if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
-        name = load_study(name_or_path).name
+        name = study_name(name_or_path)
     storage = resolve_storage(storage)
     messages = [] if is_rdb(storage) else repair_journal(storage)
     try:

@@ -1,8 +1,15 @@
-"""Re-RLHF grid: each (source, seed) cell trained (or reused) and evaluated as one MLflow run.
+"""Re-RLHF cells: one (source, seed) of a re-RLHF study trained (or reused) and evaluated.
 
-A failed cell ends FAILED with traceback.txt and the grid goes on; a rerun skips cells with
-a FINISHED run of the same `config_hash`, and a killed RLHF run resumes from its checkpoint
-(`fairl.lm.rlhf` caches policies by identity under .cache/rerlhf/).
+`objective` is a re-RLHF study's trial (fairl.study.kinds.RerlhfStudy; fairl.study.runner
+drives it, as it drives IRL trials): the cell the grid sampler gives → a FINISHED policy run
+with the cell's `config_hash` in the experiment (one made by an earlier launch, another
+storage, or the grid loop re-RLHF had before it was a study) completes the trial from that
+run's metrics, not retrained, and says so → else `run_cell`: the reward
+(fairl.study.rerlhf_eval), its RLHF run (fairl.lm.rlhf caches policies by identity under
+.cache/rerlhf/, so a killed cell resumes from its checkpoint) and the evaluation, all logged to
+one run (tag kind=policy) that is a child of the launch run. As for an IRL trial
+(fairl.study.trial): a stop signal re-queues the trial, its run KILLED; a disk error stops the
+launch; any other error fails the trial, its run FAILED with traceback.txt, and the grid goes on.
 """
 
 from __future__ import annotations
@@ -10,26 +17,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
 import yaml
 
-from fairl import lm
+from fairl import lm, outage
 from fairl.config import ConfigError
 from fairl.data.scorers import get_scorer
 from fairl.lm.rlhf import load_policy, run_identity, train_policy
-from fairl.paths import cache_dir
+from fairl.paths import cache_dir, redact
+from fairl.process import interrupts
 from fairl.runs import write as runs
-from fairl.runs.provenance import environment_tags, worker_identity
-from fairl.runs.read import load_policy_runs, policy_runs
-from fairl.runs.reap import reap_runs
-from fairl.runs.store import client, default_tracking_uri, experiment_id, resolve_tracking_uri
+from fairl.runs.provenance import worker_identity
+from fairl.runs.read import policy_runs
+from fairl.runs.store import client, resolve_tracking_uri
 from fairl.study.rerlhf_eval import evaluate_policy, load_study_world, make_reward, toxicity_metrics
 from fairl.study.rerlhf_spec import Study, load_study, world_prompts
+from fairl.study.trial import (
+    WorkerContext,
+    _fail_trial,
+    _interrupted,
+    raised_by_a_stop,
+    store_fault,
+)
 from fairl.study.worlds import SuiteWorld, rerlhf_on_world
 
 
@@ -37,34 +49,83 @@ def policy_dir(identity: str) -> Path:
     return cache_dir() / "rerlhf" / identity
 
 
-def run_cell(study: Study, source_name: str, seed: int, uri: str, experiment: str, *,
-             world=None, progress: bool = True, say=print) -> str:
-    """Train (or reuse) and evaluate one (source, seed); the run ends FINISHED or FAILED."""
+def objective(trial, study: Study, context: WorkerContext, lock) -> float:
+    """One cell of the grid, reused or run; returns its Optuna value (the study's metric)."""
+    outage.set_task(f"trial {trial.number} of {study.name}")  # what a store outage holds up
+    # Recorded before the lock is released: a RUNNING trial without it has a dead worker.
+    trial.set_user_attr("worker", worker_identity())
+    lock.release()
+    uri, run_id = context.tracking_uri, None
+    try:
+        with interrupts(True):  # a stop signal raises in the cell's own code (fairl.process)
+            source = trial.suggest_categorical("source", study.source_names)
+            seed = trial.suggest_categorical("seed", list(study.spec.seeds))
+            config_hash = study.config_hash(source, seed)
+            trial.set_user_attr("config_hash", config_hash)
+            done = finished_run(uri, context.experiment, config_hash)
+            if done is not None:
+                trial.set_user_attr("mlflow_run_id", done.run_id)
+                trial.set_user_attr("reused_run", True)
+                print(f"{study.name}: trial {trial.number}: {source} seed {seed}: run "
+                      f"{done.run_id} already FINISHED this cell (config_hash {config_hash}); "
+                      "its metrics, not retrained", flush=True)
+                return cell_value(study, done.metrics)
+            run_id = start_cell(study, source, seed, context, trial)
+            trial.set_user_attr("mlflow_run_id", run_id)
+            print(f"{study.name}: trial {trial.number}: {source} seed {seed} (run {run_id})",
+                  flush=True)
+            metrics = run_cell(study, source, seed, uri, run_id, say=_say)
+            runs.end_run(uri, run_id)
+            return cell_value(study, metrics)
+    except Exception as error:
+        if raised_by_a_stop(error):  # a library's cleanup failed on the stop: still the stop
+            _interrupted(trial, uri, run_id)
+            raise KeyboardInterrupt from error
+        if (fault := store_fault(error)) is not None:  # a full disk, a store away too long:
+            raise fault from error  # the launch stops; the trial is re-queued, not failed
+        _fail_trial(trial, study.name, uri, run_id, None, error)
+        raise
+    except BaseException:  # Ctrl-C / SIGTERM: re-queued, its RLHF resumes from the checkpoint
+        _interrupted(trial, uri, run_id)
+        raise
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)  # a worker process's lines reach the terminal as they come
+
+
+def finished_run(uri: str, experiment: str, config_hash: str):
+    """The latest FINISHED policy run of the experiment with this config hash, or None."""
+    found = [run for run in policy_runs(uri, experiment)
+             if run.tags.get("config_hash") == config_hash]
+    return found[-1] if found else None
+
+
+def cell_value(study: Study, metrics: dict[str, float]) -> float:
+    """The cell's Optuna value: its toxic rate by the study's first judge."""
+    return float(metrics[study.spec.metrics[0]])
+
+
+def start_cell(study: Study, source_name: str, seed: int, context: WorkerContext, trial) -> str:
+    """The cell's MLflow run, a child of the launch run, tagged with the cell and the trial."""
     source = study.spec.sources[source_name]
-    config_hash = study.config_hash(source_name, seed)
-    tags = {**environment_tags(), **study.spec.tags, "kind": "policy",
+    tags = {**context.env_tags, **study.spec.tags, "kind": "policy",
             "study": study.name, "source": source_name, "source_kind": source.kind,
             "seed": str(seed), "world": study.spec.world["name"],
-            "dataset_hash": study.dataset_hash, "config_hash": config_hash,
-            "study_fingerprint": study.fingerprint(), "worker": worker_identity()}
-    run_id = runs.start_run(uri, experiment, f"{source_name}-seed{seed}", tags)
-    try:
-        _run_cell(study, source_name, seed, uri, run_id, world, progress, say)
-    except KeyboardInterrupt:
-        runs.kill_run(uri, run_id, "interrupted (Ctrl-C / SIGTERM); rerun to resume")
-        raise
-    except Exception as error:  # noqa: BLE001 (one failed cell is recorded, the grid goes on)
-        runs.fail_run(uri, run_id, error)
-        say(f"  FAILED: {runs.error_line(error)} (run {run_id}, traceback.txt)")
-        traceback.print_exc(file=sys.stderr)
-        return run_id
-    runs.end_run(uri, run_id)
-    return run_id
+            "dataset_hash": study.dataset_hash, "config_hash": study.config_hash(source_name, seed),
+            "study_fingerprint": study.settings_fingerprint(), "worker": worker_identity(),
+            "r_star_scorer": study.reward_scorer, "trial_number": str(trial.number),
+            "optuna_trial_id": str(trial._trial_id), "optuna_study": study.name,
+            "optuna_storage": redact(context.storage),
+            "torch_threads": str(lm.configure_threads())}  # as the cell's LMs will run
+    return runs.start_run(context.tracking_uri, context.experiment, f"{source_name}-seed{seed}",
+                          tags, parent_run_id=context.launch_run)
 
 
-def _run_cell(study: Study, source_name: str, seed: int, uri: str, run_id: str, world,
-              progress: bool, say) -> None:
-    """The reward, its RLHF run (none for the base), the evaluation; all logged to `run_id`."""
+def run_cell(study: Study, source_name: str, seed: int, uri: str, run_id: str, world=None,
+             progress: bool = False, say=print) -> dict[str, float]:
+    """The reward, its RLHF run (none for the base), the evaluation, all logged to `run_id`;
+    returns the evaluation's metrics."""
     spec = study.spec
     source = spec.sources[source_name]
     train_prompts = world_prompts(study.world_path, spec.train_prompts)
@@ -94,8 +155,8 @@ def _run_cell(study: Study, source_name: str, seed: int, uri: str, run_id: str, 
     if reward.fn is not None:
         policy, curves, metrics = _train(study, seed, reward, train_prompts, uri, run_id,
                                          progress, say)
-    _evaluate(study, seed, policy, reward, eval_prompts, curves, metrics, uri, run_id, progress,
-              say)
+    return _evaluate(study, seed, policy, reward, eval_prompts, curves, metrics, uri, run_id,
+                     progress, say)
 
 
 def _train(study: Study, seed: int, reward, train_prompts: list[str], uri: str, run_id: str,
@@ -142,7 +203,7 @@ def _train(study: Study, seed: int, reward, train_prompts: list[str], uri: str, 
 
 
 def _evaluate(study: Study, seed: int, policy, reward, eval_prompts: list[str], curves, metrics,
-              uri: str, run_id: str, progress: bool, say) -> None:
+              uri: str, run_id: str, progress: bool, say) -> dict[str, float]:
     """Held-out evaluation of the policy (the base when None); metrics, samples, curves."""
     spec = study.spec
     say(f"  evaluating on {len(eval_prompts)} {spec.eval.prompts.split} prompts x "
@@ -162,9 +223,10 @@ def _evaluate(study: Study, seed: int, policy, reward, eval_prompts: list[str], 
                                        if step < len(values)}} for step in range(steps)]
         runs.log_text(uri, run_id, runs.csv_text(table), "curves.csv")
     shown = ", ".join(f"{key} {metrics[key]:.3f}" for key in
-                      ("tox_rate_bilstm", "tox_rate_profanity", "kl_to_base", "ppl_base")
+                      (*(f"tox_rate_{judge}" for judge in spec.judges), "kl_to_base", "ppl_base")
                       if key in metrics)
     say(f"  done: {shown}")
+    return metrics
 
 
 def _finite(value) -> bool:
@@ -178,48 +240,7 @@ def _yaml(values: dict) -> str:
     return yaml.safe_dump(json.loads(json.dumps(values, default=str)), sort_keys=False)
 
 
-# --- the grid ------------------------------------------------------------------------------
-
-def run_study(path: str | Path, tracking_uri: str | None = None, only: list[str] | None = None,
-              seeds: list[int] | None = None, progress: bool = True,
-              world: SuiteWorld | None = None) -> dict[tuple[str, int], str]:
-    """Run every (source, seed) cell not already FINISHED; returns cell -> run status.
-
-    `world`: run on it instead of the file's (fairl.study.worlds.rerlhf_on_world)."""
-    study = load_study(path, rerlhf_on_world(path, world))
-    unknown = [name for name in only or [] if name not in study.spec.sources]
-    if unknown:
-        raise ConfigError(f"--only: unknown source(s) {unknown}; the study has "
-                          f"{', '.join(study.spec.sources)}")
-    uri = resolve_tracking_uri(tracking_uri)
-    experiment = experiment_id(uri, study.name)
-    say = print if progress else (lambda *args, **kwargs: None)
-    for message in reap_runs(uri, experiment):
-        say(f"marked orphaned {message}")
-    done = {run.tags.get("config_hash"): run for run in policy_runs(uri, experiment)}
-    cells = study.cells(only, seeds)
-    statuses: dict[tuple[str, int], str] = {}
-    world = None
-    started = time.perf_counter()
-    for index, (source, seed) in enumerate(cells, 1):
-        config_hash = study.config_hash(source, seed)
-        if config_hash in done:
-            statuses[(source, seed)] = runs.FINISHED
-            say(f"[{index}/{len(cells)}] {source} seed {seed}: already FINISHED "
-                f"(run {done[config_hash].run_id})")
-            continue
-        say(f"[{index}/{len(cells)}] {source} seed {seed} "
-            f"({(time.perf_counter() - started) / 60:.1f} min so far)")
-        if world is None and study.spec.sources[source].kind == "irl":
-            world = load_study_world(study)
-        run_id = run_cell(study, source, seed, uri, experiment, world=world, progress=progress,
-                          say=say)
-        statuses[(source, seed)] = client(uri).get_run(run_id).info.status
-    say(f"study {study.name}: {sum(s == runs.FINISHED for s in statuses.values())}/"
-        f"{len(cells)} cells FINISHED in {(time.perf_counter() - started) / 60:.1f} min; "
-        f"MLflow experiment {study.name!r} at {uri}")
-    return statuses
-
+# --- status ----------------------------------------------------------------------------
 
 def status_table(path: str | Path, tracking_uri: str | None = None,
                  world: SuiteWorld | None = None) -> str:
@@ -229,7 +250,9 @@ def status_table(path: str | Path, tracking_uri: str | None = None,
     found = client(uri).get_experiment_by_name(study.name)
     every = [] if found is None else policy_runs(uri, found.experiment_id, status=None)
     latest = {run.tags.get("config_hash"): run for run in every}
-    keys = ("tox_rate_bilstm", "tox_rate_profanity", "kl_to_base", "ppl_base")
+    keys = (*dict.fromkeys(f"tox_rate_{judge}" for judge in (study.spec.judges[0],
+                                                             study.reward_scorer)),
+            "kl_to_base", "ppl_base")
     lines = [(f"study {study.name} ({study.path}); world {study.spec.world['name']} "
               f"{study.dataset_hash[:19]}; store {uri}"),
              f"{'source':<14}{'seed':>5}  {'status':<9} {'run':<32}  "
@@ -242,10 +265,3 @@ def status_table(path: str | Path, tracking_uri: str | None = None,
         lines.append(f"{source:<14}{seed:>5}  {status:<9} {run.run_id if run else '':<32}  "
                      f"{values}")
     return "\n".join(lines)
-
-
-def study_runs(uri: str, name: str, study_file: str):
-    """The FINISHED policy runs of the study's latest configuration (for analysis/rerlhf.py)."""
-    hint = f"fairl rerlhf run {study_file}" + (
-        "" if uri == default_tracking_uri() else f" --tracking-uri {uri}")
-    return load_policy_runs(uri, name, study_file, hint)

@@ -24,13 +24,14 @@ scorer; KL to the base, a Monte-Carlo mean over the policy's own samples of
 log p_policy(y|x) - log p_base(y|x); perplexity of the samples under the base (fluency); and,
 against reward hacking, length, distinct-2, in-sample bigram repetition and the empty rate.
 
-The study file (`studies/rerlhf/*.yaml`, see `ReRLHFStudy`) is a plain grid, source x seed:
-Optuna adds nothing to a grid of a handful of cells, so it is not used, but tracking follows
-the IRL studies' conventions: MLflow experiment = study name, one run per (source, seed) with
-tags study / source / seed / world / dataset_hash / git commit, params, final metrics, per-step
-curves `curve/<name>`, and artifacts (config.yaml, curves.csv, samples.csv, reward.npz for IRL
-rewards). A failed cell ends FAILED with traceback.txt and the run goes on; a rerun skips
-cells with a FINISHED run of the same `config_hash`, and a killed RLHF run resumes from its
+The study file (`studies/rerlhf/*.yaml`, see `ReRLHFStudy`) is a grid, source x seed, run by
+`fairl study run` like any study (fairl.study.kinds): one Optuna trial per cell, its MLflow run
+(tag kind=policy) a child of the launch run, with tags study / source / seed / world /
+dataset_hash / config_hash / git commit, params, final metrics, per-step curves `curve/<name>`,
+and artifacts (config.yaml, curves.csv, samples.csv, reward.npz for IRL rewards). The trial's
+Optuna value is the toxic rate by the first judge (`ReRLHFStudy.metrics`), minimised. A failed
+cell ends FAILED with traceback.txt and the grid goes on; a cell with a FINISHED run of the same
+`config_hash` in the experiment is never retrained, and a killed RLHF run resumes from its
 checkpoint (`fairl.lm.rlhf` caches policies by identity under .cache/rerlhf/).
 """
 
@@ -153,6 +154,15 @@ class ReRLHFStudy:
             raise ValueError("`device` is not set here: it is the study's top-level `device`")
         return values
 
+    @property
+    def metrics(self) -> list[str]:
+        """The Optuna value of a cell: its toxic rate by the first judge (the independent one)."""
+        return [f"tox_rate_{self.judges[0]}"]
+
+    @property
+    def directions(self) -> list[str]:
+        return ["minimize"]
+
 
 @dataclasses.dataclass
 class Study:
@@ -162,6 +172,7 @@ class Study:
     dataset_hash: str  # its content hash (from card.json; checked when the world loads)
     device: str = "cpu"  # spec.device resolved (cpu or cuda:N)
     reward_scorer: str = "profanity"  # the scorer of the world's r* (its card's labelling)
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict)  # the mapping as read
 
     @property
     def dtype(self):
@@ -180,8 +191,21 @@ class Study:
     def fit_config(self, source: SourceSpec, seed: int) -> FitConfig:
         return FitConfig(**{**self.spec.fit, **(source.fit or {}), "seed": seed})
 
+    @property
+    def trials(self) -> int:
+        return len(self.cells())
+
+    grid_size = trials  # a grid: every cell once
+
     def fingerprint(self) -> str:
-        """Hash of the settings every cell shares (sources and the seed list excluded)."""
+        """What the Optuna study is: the shared settings and the grid (sources and seeds)."""
+        spec = dataclasses.asdict(self.spec)
+        return hash_of({"settings": self.settings_fingerprint(), "sources": spec["sources"],
+                        "seeds": spec["seeds"]})
+
+    def settings_fingerprint(self) -> str:
+        """Hash of the settings every cell shares (sources and the seed list excluded): the
+        runs' tag `study_fingerprint`, by which the report takes one configuration's runs."""
         spec = dataclasses.asdict(self.spec)
         keep = {key: spec[key] for key in ("world", "base_model", "fit", "rlhf", "train_prompts",
                                            "eval", "judges", "threshold")}
@@ -193,15 +217,18 @@ class Study:
     def config_hash(self, source: str, seed: int) -> str:
         """Identity of one cell: a FINISHED run with this hash is not run again."""
         spec = dataclasses.asdict(self.spec.sources[source])
-        return hash_of({"fingerprint": self.fingerprint(), "source": source, "spec": spec,
-                      "seed": seed})
+        return hash_of({"fingerprint": self.settings_fingerprint(), "source": source,
+                        "spec": spec, "seed": seed})
 
-    def cells(self, only: list[str] | None = None, seeds: list[int] | None = None):
-        """(source, seed) in run order: seed by seed, so a partial study compares whole seeds."""
-        names = sorted(self.spec.sources, key=lambda s: (SOURCE_ORDER.index(s)
-                                                          if s in SOURCE_ORDER else 99, s))
-        names = [name for name in names if not only or name in only]
-        return [(name, seed) for seed in (seeds or self.spec.seeds) for name in names]
+    @property
+    def source_names(self) -> list[str]:
+        """The sources in display order (SOURCE_ORDER first)."""
+        return sorted(self.spec.sources, key=lambda s: (SOURCE_ORDER.index(s)
+                                                         if s in SOURCE_ORDER else 99, s))
+
+    def cells(self) -> list[tuple[str, int]]:
+        """Every (source, seed) of the grid, seed by seed."""
+        return [(name, seed) for seed in self.spec.seeds for name in self.source_names]
 
 
 def hash_of(value: Any) -> str:
@@ -233,7 +260,7 @@ def load_study(path: str | Path, raw: dict | None = None) -> Study:
     card = json.loads((world_path / "card.json").read_text())
     device = resolve_device(spec.device, f"{path}: device")
     reward = card.get("labelling", {}).get("reward_scorer", "profanity")
-    return Study(spec, path, world_path, card["content_hash"], device, reward)
+    return Study(spec, path, world_path, card["content_hash"], device, reward, raw)
 
 
 def _world_path(world: dict, where: str) -> Path:

@@ -3,8 +3,9 @@
 The trial path, top to bottom:
 `run_study` (validate, open the stores, reap, start the launch run, run the workers)
 → `work` (per worker: lock, reap, count, ask Optuna for one trial)
-→ `objective` (one trial, in fairl.study.trial: its config from the sampler, `evaluate`,
-one MLflow run).
+→ the study's `objective` (one trial: in fairl.study.trial its config from the sampler,
+`evaluate`, one MLflow run; a re-RLHF study's cell in fairl.study.rerlhf). Either kind of
+study file runs here (fairl.study.kinds: what the runner asks each).
 
 MLflow: one experiment per study, one parent run per launch, one child run per trial with
 the per-seed numbers inside it (fairl.runs.write), so the runs table compares
@@ -32,21 +33,18 @@ from tqdm import tqdm
 from fairl import outage
 from fairl.config import ConfigError
 from fairl.devices import numpy_blas_threads
-from fairl.irl.config import FitConfig
 from fairl.outage import StoreUnreachable
 from fairl.paths import redact
 from fairl.process import interrupts, stop_pending
 from fairl.runs import write as runs
 from fairl.runs.provenance import environment_tags, worker_alive, worker_identity
-from fairl.runs.read import MissingStudy, load_study_runs
 from fairl.runs.reap import reap_runs
 from fairl.runs.store import experiment_id, resolve_tracking_uri
 from fairl.runs.ui import runs_link
 from fairl.study.batch import work_batched
+from fairl.study.files import on_world
+from fairl.study.kinds import IRLStudy, RerlhfStudy, as_kind, load_kind
 from fairl.study.links import check_stores, kill_runless, run_killer
-from fairl.study.pruning import make_pruner
-from fairl.study.references import reference_metrics
-from fairl.study.spec import Study, load_study
 from fairl.study.storage import (
     StudyLock,
     Tally,
@@ -58,9 +56,8 @@ from fairl.study.storage import (
     store_failures,
     tally,
 )
-from fairl.study.trial import DISK_ERRNOS, StoreFault, WorkerContext, _torch_threads, objective
-from fairl.study.verdicts import row_metrics, study_rows, verdicts_json
-from fairl.study.worlds import SuiteWorld, study_on_world
+from fairl.study.trial import DISK_ERRNOS, StoreFault, WorkerContext, _torch_threads
+from fairl.study.worlds import SuiteWorld
 
 
 @dataclasses.dataclass
@@ -85,8 +82,8 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
     """`fairl study run`: validate, check the stores, reap leftovers, run trials, report.
 
     `world`: run the study on it (fairl.study.worlds; StudySkipped if it cannot)."""
-    raw, notes = study_on_world(path, world)  # its own world, or `world`; tagged world_id/hash
-    study = load_study(path, raw)  # every config error surfaces here, before any store is touched
+    raw, notes = on_world(path, world)  # its own world, or `world`; tagged world_id/hash
+    study = load_kind(path, raw)  # every config error surfaces here, before any store is touched
     target = _check_launch(study, trials, workers, batch)
     outage.store_timeout()  # a bad FAIRL_STORE_TIMEOUT is told now
     storage = resolve_storage(storage)
@@ -102,15 +99,15 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
     env_tags = environment_tags()
     launch_run = runs.start_run(
         uri, experiment, time.strftime("launch-%Y%m%d-%H%M%S"),
-        {"kind": "launch", "study": study.name, "ablation": study.spec.ablation,
+        {"kind": "launch", "study": study.name, **study.launch_tags,
          "world": study.spec.world["name"], "worker": worker_identity(),
          "optuna_study": study.name, "optuna_storage": redact(storage),
          "workers": str(workers), **env_tags, **study.spec.tags})
     runs.log_run(uri, launch_run, params={"trials": target, "workers": workers,
-                                          "sampler": study.spec.sampler.type})
+                                          "sampler": study.sampler_name})
     runs.log_text(uri, launch_run, yaml.safe_dump(study.raw, sort_keys=False), "study.yaml")
     context = WorkerContext(str(path), study.raw, storage, uri, experiment, launch_run, target,
-                            workers=workers, batch=batch or study.spec.batch, env_tags=env_tags)
+                            workers=workers, batch=batch or study.default_batch, env_tags=env_tags)
     messages = notes + _reap(study_obj, context, retry_store_failures=True)
     status, counts, fault = runs.FAILED, Tally(), None
     try:
@@ -138,7 +135,7 @@ def run_study(path: str | Path, trials: int | None = None, workers: int = 1,
             status = runs.FAILED  # not the configurations' fault: the exit code says so
             messages.append(faulted)
         if status != runs.KILLED and fault is None:
-            messages += conclude(study, uri, launch_run)
+            messages += study.conclude(uri, launch_run)
         _unless_away(fault, lambda: runs.log_run(uri, launch_run, metrics=summary))
         _unless_away(fault, lambda: runs.end_run(uri, launch_run, status))
     if fault is not None:
@@ -172,35 +169,18 @@ def _store_failures(study_obj) -> str | None:
             "run them again")
 
 
-def conclude(study: Study, uri: str, launch_run: str) -> list[str]:
-    """The launch run's verdicts (fairl.study.verdicts) and references; problems as messages."""
-    messages, references, rows = [], {}, []
-    try:
-        references = reference_metrics(study.spec)
-    except Exception as error:  # noqa: BLE001 (the trials are logged; report, do not fail)
-        messages.append(f"reference metrics not computed: {runs.error_line(error)}")
-    try:
-        source = load_study_runs.__wrapped__(uri, study.name, study.path)  # not the cache
-        rows = study_rows(source)
-    except MissingStudy:
-        pass  # no finished trial: nothing to compare
-    except Exception as error:  # noqa: BLE001
-        messages.append(f"verdicts not computed: {runs.error_line(error)}")
-    runs.log_run(uri, launch_run, metrics={**references, **row_metrics(rows)})
-    runs.log_text(uri, launch_run, verdicts_json(rows, references), "verdicts.json")
-    return messages
-
-
-def _check_launch(study: Study, trials: int | None, workers: int, batch: int | None) -> int:
+def _check_launch(study: IRLStudy | RerlhfStudy, trials: int | None, workers: int,
+                  batch: int | None) -> int:
     """The launch's trial count; --trials and --workers checked against the study."""
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1 (got {workers})")
-    if batch is not None and not 1 <= batch <= 1024:
-        raise ConfigError(f"--batch: must be in 1..1024 (got {batch})")
+    if batch is not None and not 1 <= batch <= study.max_batch:
+        raise ConfigError(f"--batch: must be in 1..{study.max_batch} for {study.path} "
+                          f"(got {batch})")
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials: must be >= 1 (got {trials})")
     target = trials or study.trials
-    if study.spec.sampler.type == "grid" and target > study.grid_size:
+    if study.is_grid and target > study.grid_size:
         raise ConfigError(f"--trials: {target} exceeds the grid size {study.grid_size} of "
                           f"{study.path} (a grid runs each configuration once)")
     return target
@@ -325,31 +305,21 @@ def _best_values(study_obj, metrics: list[str]) -> dict[str, float]:
 
 # --- a worker ------------------------------------------------------------------------------------
 
-def make_sampler(study: Study, offset: int, batched: bool = False):
-    """The configured sampler; tpe/random seeds move with `offset` so a resumed run differs;
-    `batched`: TPE's constant liar, so the trials of one batch differ."""
-    sampler = study.spec.sampler
-    if sampler.type == "grid":
-        space = {name: param.choices for name, param in study.space.items()}
-        return optuna.samplers.GridSampler(space, seed=sampler.seed)
-    if sampler.type == "random":
-        return optuna.samplers.RandomSampler(seed=sampler.seed + offset)
-    return optuna.samplers.TPESampler(seed=sampler.seed + offset, constant_liar=batched)
+def make_sampler(study, offset: int, batched: bool = False):
+    """The study's sampler (fairl.study.kinds; a study loaded by fairl.study.spec is an IRL one)."""
+    return as_kind(study).sampler(offset, batched)
 
 
 def work(context: WorkerContext, on_trial=None) -> Tally:
     """Run trials until the study reaches its count; `on_trial(tally)` after each."""
-    study_def = load_study(context.path, context.raw)
+    study_def = load_kind(context.path, context.raw)
     storage = open_storage(context.storage)
     existing = optuna.load_study(study_name=study_def.name, storage=storage)
     offset = len(existing.get_trials(deepcopy=False)) + 1000 * context.worker_index
-    rounds = study_def.spec.fit.get("rounds", FitConfig().rounds)  # Hyperband's max resource
     batched = context.batch > 1  # seeds side by side: a trial reports rounds, not seed-rounds
     study = optuna.load_study(
         study_name=study_def.name, storage=storage,
-        sampler=make_sampler(study_def, offset, batched),
-        pruner=make_pruner(study_def.spec.pruner,
-                           rounds * (1 if batched else len(study_def.spec.seeds))))
+        sampler=make_sampler(study_def, offset, batched), pruner=study_def.pruner(batched))
     lock = StudyLock(context.storage, study_def.name)
     on_killed = _run_killer(context, study_def.name)
     if batched:
@@ -377,7 +347,8 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
                         break  # a waiting stop signal is raised as the block ends
                     try:
                         study.optimize(lambda trial: _stop_on_disk_error(
-                            objective, trial, study_def, context, lock), n_trials=1, catch=(Exception,))
+                            study_def.objective, trial, context, lock), n_trials=1,
+                            catch=(Exception,))
                     except StoreFault as fault:
                         raise fault.error from None
                     except Exception as error:  # e.g. Optuna's tell, on a database away

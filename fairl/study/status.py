@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from fairl.config import ConfigError
 from fairl.paths import redact
-from fairl.study.spec import load_study
+from fairl.study.files import study_name
 from fairl.study.storage import is_rdb, open_storage, resolve_storage, tally
 
 
@@ -34,7 +34,7 @@ def best_trial_run(name_or_path: str, storage: str | None = None) -> dict:
 def _load(name_or_path: str, storage: str | None):
     name = name_or_path
     if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
-        name = load_study(name_or_path).name
+        name = study_name(name_or_path)
     storage = resolve_storage(storage)
     if not is_rdb(storage) and not Path(storage).exists():
         raise ConfigError(f"study {name!r}: no study storage at {storage} yet (run a study)")

@@ -83,7 +83,7 @@ def load_rewards(path: str | Path) -> TestRewards:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One comparison: `label` (a variant or method) vs standard IRL in `context` on `metric`."""
+    """One comparison: `label` (a variant or method) vs `reference` in `context` on `metric`."""
 
     context: dict[str, Any]
     label: str
@@ -94,9 +94,10 @@ class Row:
     p_holm: float
     verdict: str
     text: str
+    reference: str = REFERENCE_METHOD  # a re-RLHF row's: standard_irl or ground_truth
 
     def as_dict(self) -> dict[str, Any]:
-        return {"context": self.context, "label": self.label, "reference": REFERENCE_METHOD,
+        return {"context": self.context, "label": self.label, "reference": self.reference,
                 "metric": self.metric, "run_id": self.run_id,
                 "reference_run_id": self.reference_run_id, "p_holm": self.p_holm,
                 "verdict": self.verdict, "text": self.text,
@@ -214,9 +215,9 @@ def study_rows(runs: StudyRuns, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) 
 
 
 def row_key(row: Row) -> str:
-    """The MLflow metric prefix of a row: verdict/<label> vs standard_irl/<context>/<metric>."""
+    """The MLflow metric prefix of a row: verdict/<label> vs <reference>/<context>/<metric>."""
     context = " ".join(f"{key}:{value}" for key, value in row.context.items()) or "all"
-    return f"verdict/{row.label} vs {REFERENCE_METHOD}/{context}/{row.metric}"
+    return f"verdict/{row.label} vs {row.reference}/{context}/{row.metric}"
 
 
 def row_metrics(rows: list[Row]) -> dict[str, float]:

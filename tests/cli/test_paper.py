@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from paper_standins import build_standins, paper_sets
 from study_support import trial_runs, use_store
 
@@ -109,11 +110,16 @@ def test_paper_setting_rehearsed_end_to_end(tmp_path, monkeypatch, tmp_path_fact
     report = (reports / "REPORT.md").read_text()
     assert "World: `paper`" in report and "## Main table: standard IRL vs FA-IRL" in report
 
-    # Re-RLHF of the GPT-NeoX base on the world, and the report again, through --world.
+    # Re-RLHF of the GPT-NeoX base on the world (the smoke study's r* and FA-IRL sources),
+    # and the report again, through --world.
     spec = str(tmp_path / "B" / "world.yaml")
+    smoke = yaml.safe_load((ROOT / "studies" / "rerlhf" / "rerlhf_smoke.yaml").read_text())
+    smoke["sources"] = {name: smoke["sources"][name] for name in ("ground_truth", "fa_irl")}
+    studies = tmp_path / "studies"
+    (studies / "rerlhf").mkdir(parents=True)  # where the report's re-RLHF item looks
+    (studies / "rerlhf" / "rerlhf.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
     started = time.perf_counter()
-    assert main(["rerlhf", "run", str(ROOT / "studies" / "rerlhf" / "rerlhf_smoke.yaml"),
-                 "--world", spec, "--only", "ground_truth", "fa_irl"]) == 0
+    assert main(["rerlhf", "run", str(studies / "rerlhf" / "rerlhf.yaml"), "--world", spec]) == 0
     times["re-RLHF smoke, r* and FA-IRL sources"] = time.perf_counter() - started
     experiment = client(uri).get_experiment_by_name("rerlhf_smoke@paper")
     policies = client(uri).search_runs([experiment.experiment_id], "tags.kind = 'policy'")
@@ -124,6 +130,16 @@ def test_paper_setting_rehearsed_end_to_end(tmp_path, monkeypatch, tmp_path_fact
         assert f"tox_rate_{judge}" in run.data.metrics and "r_star_mean" in run.data.metrics
     (truth,) = [run for run in policies if run.data.tags["source"] == "ground_truth"]
     assert truth.data.tags["reward_origin"] == f"r* = log-odds non-toxic by {judge}"
+    # The report's "r* scorer" columns read the world's r* (the RoBERTa), not profanity.
+    assert main(["report", "--world", spec, "--studies", str(studies), "--out",
+                 str(tmp_path / "rerlhf-report"), "--only", "rerlhf"]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "rerlhf-report" / "tables" / "rerlhf.csv")
+    assert "tox_rate_profanity_mean" not in table
+    by_source = {run.data.tags["source"]: run.data.metrics for run in policies}
+    for row in table.to_dict("records"):
+        assert row[f"tox_rate_{judge}_mean"] == by_source[row["source"]][f"tox_rate_{judge}"]
     started = time.perf_counter()
     assert main(["report", "--world", spec, "--out", str(tmp_path / "again"),
                  "--only", "main_table"]) == 0

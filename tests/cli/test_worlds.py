@@ -54,7 +54,7 @@ def test_imported_pairs_get_the_suite_in_their_own_experiments(tmp_path, monkeyp
     assert not trial_runs(uri, "main_table")  # the default world's experiment is untouched
     report = (reports / "REPORT.md").read_text()
     assert "World: `mine`" in report and "## Main table: standard IRL vs FA-IRL" in report
-    skipped = [line for line in report.splitlines()  # the "Not built yet" list (the claims
+    skipped = [line for line in report.splitlines()  # "Not built yet" (the ledger says it too)
                if line.startswith("* ") and "skipped on mine: the SIR construction" in line]
     assert len(skipped) == 1 and {"identifiability", "regime_map", "misspecification"} <= set(
         skipped[0].removeprefix("* ").partition(":")[0].split(", ")), skipped

@@ -1,7 +1,7 @@
 """Many machines: a study run by two workers (separate dirs, caches, local stores, as two hosts)
 against a real `mlflow server` (PostgreSQL backend, served artifacts) and PostgreSQL for Optuna,
 the database restarted mid-study (in a trial's Optuna tell); everything is then checked, and
-the report rebuilt, through the server alone."""
+the report rebuilt, through the server alone. Once for an IRL study, once for a re-RLHF one."""
 
 from __future__ import annotations
 
@@ -179,5 +179,84 @@ def test_two_hosts_through_a_real_mlflow_server(postgres, tmp_path, monkeypatch)
         assert table["fa_irl_mean"].notna().all() and table["standard_mean"].notna().all()
         cited = set(re.findall(r"\b[0-9a-f]{32}\b", table.to_csv()))
         assert cited and cited <= {run.info.run_id for run in trials}  # the server's runs
+    finally:
+        stop(server)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_hosts_run_a_re_rlhf_study_through_a_real_mlflow_server(postgres, tmp_path,
+                                                                      monkeypatch):
+    """A re-RLHF study (tiny GPT-NeoX; base, r* and FA-IRL sources, 2 seeds) by two hosts on
+    PostgreSQL: each cell one trial, its policy run on the server, the verdicts and the report
+    from the server alone."""
+    import optuna
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+    from paper_standins import build_standins
+    from study_support import make_rerlhf_world, neox_study
+
+    from fairl.study.storage import open_storage
+
+    world = make_rerlhf_world(tmp_path / "world")
+    neox = build_standins(tmp_path / "standins", pythia_only=True)["pythia"]
+    study = neox_study(world, neox, seeds=(0, 1))
+    study["sources"]["fa_irl"] = {"kind": "irl", "fit": {"rounds": 20}}
+    path = tmp_path / "studies" / "rerlhf" / "rerlhf.yaml"  # where the report looks
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    backend = second_database(postgres, "mlflow_rerlhf").replace("postgresql://",
+                                                                 "postgresql+psycopg2://")
+    server = start_server(backend, tmp_path / "artifacts", port, tmp_path / "server.log")
+    try:
+        started = time.monotonic()
+        workers = [start_worker(tmp_path / f"host{i}", path, postgres, uri) for i in (1, 2)]
+        outputs = [worker.communicate(timeout=400)[0] for worker in workers]
+        for worker, output in zip(workers, outputs):
+            assert worker.returncode == 0, output
+        print(f"two re-RLHF workers done in {time.monotonic() - started:.0f} s")
+
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("rerlhf_neox")
+        runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        launches = {run.info.run_id: run for run in runs if run.data.tags["kind"] == "launch"}
+        policies = [run for run in runs if run.data.tags["kind"] == "policy"]
+        assert len(launches) == 2 and len({run.data.tags["worker"] for run in
+                                           launches.values()}) == 2
+        trials = optuna.load_study(study_name="rerlhf_neox",
+                                   storage=open_storage(postgres)).get_trials()
+        assert sorted(trial.state.name for trial in trials) == ["COMPLETE"] * 6, [
+            (trial.number, trial.state.name, trial.user_attrs.get("fail_reason"))
+            for trial in trials]
+        assert {(run.data.tags["source"], run.data.tags["seed"]) for run in policies} == {
+            (source, seed) for source in ("none", "ground_truth", "fa_irl") for seed in "01"}
+        assert {trial.user_attrs["mlflow_run_id"] for trial in trials} == {
+            run.info.run_id for run in policies}
+        for run in policies:  # each a child of one host's launch, its files on the server
+            assert run.info.status == "FINISHED"
+            assert run.data.tags["mlflow.parentRunId"] in launches
+            assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+            local = client.download_artifacts(run.info.run_id, "samples.csv",
+                                              str(tmp_path / "downloads" / run.info.run_id))
+            assert len(pd.read_csv(local)) == 6 * 2  # 6 eval prompts x 2 samples
+        key = "verdict/fa_irl vs ground_truth/all/tox_rate_profanity/difference"
+        assert any(key in run.data.metrics for run in launches.values())  # the last to finish
+
+        monkeypatch.setenv("FAIRL_MLRUNS", str(tmp_path / "reporter-mlruns"))
+        for name in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE"):
+            monkeypatch.delenv(name, raising=False)
+        from fairl.cli import main
+
+        out = tmp_path / "report"
+        assert main(["report", "--tracking-uri", uri, "--out", str(out), "--studies",
+                     str(tmp_path / "studies"), "--only", "rerlhf"]) == 0
+        table = pd.read_csv(out / "tables" / "rerlhf.csv")
+        assert list(table["source"]) == ["none", "ground_truth", "fa_irl"]
+        verdicts = pd.read_csv(out / "tables" / "rerlhf.verdicts.csv")
+        assert list(verdicts["reference"]) == ["ground_truth"]
+        assert set(verdicts["run_ids"].iloc[0].split(",")) <= {run.info.run_id
+                                                                for run in policies}
     finally:
         stop(server)
