@@ -48,7 +48,7 @@ def _group_sum(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarr
     return sums.reshape(*lead, n_groups)
 
 
-def _additive(per_prompt: Callable[..., np.ndarray], combine: Callable[[np.ndarray], np.ndarray]):
+def additive(per_prompt: Callable[..., np.ndarray], combine: Callable[[np.ndarray], np.ndarray]):
     """`prepare` of a metric that is combine(Σ_p w_p · stats_p): one (B × P) @ (P × S·k) product
     per bootstrap, given per-prompt statistics (S, P, k)."""
     def prepare(R_T, R_NT, gt_T, gt_NT, codes, n_prompts):
@@ -183,8 +183,8 @@ def _classification(statistic: str):
     return prepare
 
 
-STARC = PromptMetric("starc", True, _additive(_starc_per_prompt, _starc_combine))
-PAIRWISE_ACCURACY = PromptMetric("pairwise_accuracy", False, _additive(
+STARC = PromptMetric("starc", True, additive(_starc_per_prompt, _starc_combine))
+PAIRWISE_ACCURACY = PromptMetric("pairwise_accuracy", False, additive(
     _accuracy_per_prompt, lambda sums: sums[..., 0] / sums[..., 1]))
 ACCURACY = PromptMetric("accuracy", False, _classification("accuracy"))
 F1 = PromptMetric("f1", False, _classification("f1"))

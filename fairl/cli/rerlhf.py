@@ -52,6 +52,9 @@ def add_commands(commands) -> None:
     run.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
     run.add_argument("--world", metavar="SPEC", help="run on this text world instead of the "
                      "file's (default, or pairset:path=DIR): its base LM, r* and LoRA targets")
+    run.add_argument("--store-timeout", type=float, metavar="SECONDS",
+                     help="as for `fairl study run`: how long a cell waits for an unreachable "
+                          "store before the launch stops and re-queues it")
     run.add_argument("--threads", type=int,
                      help="torch CPU threads (sets $FAIRL_THREADS; default: fairl.lm's choice)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -26,6 +26,7 @@ from fairl.experiment import WorldSpec, run_experiment
 from fairl.irl import FitConfig, FitResult
 from fairl.lm.encode import encode, get_encoder
 from fairl.metrics import evaluate_reward
+from fairl.paths import redact
 from fairl.runs.read import heads_from_run, param_value, trial_run
 from fairl.runs.store import client
 from fairl.study.rerlhf_spec import FIT_METRICS, EvalSpec, Study, hash_of
@@ -69,13 +70,27 @@ class Reward:
     artifacts: dict[str, str | bytes] = dataclasses.field(default_factory=dict)
 
 
+def _source_run(uri: str, run_id: str):
+    """The MLflow run a source's `run_id` names; a run the store does not have is the study
+    file's error (ConfigError), not the store's (fairl.outage.refused_by)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(uri).get_run(run_id)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    # raised outside the handler: no link back to the store's error
+    raise ConfigError(f"sources: run_id {run_id!r}: no such run in {redact(uri)}")
+
+
 def irl_heads(uri: str, run_id: str, seed: int) -> tuple[FitResult, Any]:
     """FitResult (heads only) of seed `seed` of a study trial, and the run.
 
     Through the trial's pyfunc reward model (fairl.models), as `fairl score` reads it; runs
     logged before the models have only rewards.npz, read directly.
     """
-    run = trial_run(client(uri).get_run(run_id))
+    run = trial_run(_source_run(uri, run_id))
     if run.tags.get("reward_model_uri"):
         from fairl.models import load_reward  # heavy: mlflow.pyfunc (~3 s)
 

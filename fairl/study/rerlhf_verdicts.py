@@ -20,7 +20,7 @@ import numpy as np
 
 from fairl.runs import write as runs
 from fairl.runs.read import MissingStudy, StudyRuns, TrialRun, load_policy_runs, param_value
-from fairl.stats import PromptMetric, paired_bootstrap, verdicts
+from fairl.stats import PromptMetric, additive, paired_bootstrap, verdicts
 from fairl.study.rerlhf_spec import Study
 from fairl.study.verdicts import BOOT_SEED, N_BOOT, Row, row_metrics, verdicts_json
 
@@ -37,8 +37,8 @@ def toxic_rate(judge: str, threshold: float) -> PromptMetric:
                                       minlength=n_prompts) for row in toxicity])
         return np.stack([toxic, np.broadcast_to(counts, toxic.shape)], axis=-1)  # (S, P, 2)
 
-    return PromptMetric(f"tox_rate_{judge}", True, per_prompt,
-                        lambda sums: sums[..., 0] / sums[..., 1])
+    return PromptMetric(f"tox_rate_{judge}", True,
+                        additive(per_prompt, lambda sums: sums[..., 0] / sums[..., 1]))
 
 
 def cells(source: StudyRuns) -> dict[tuple[str, int], TrialRun]:

@@ -72,16 +72,17 @@ def stop(server: subprocess.Popen) -> None:
             server.wait()
 
 
-def start_worker(host: Path, study: Path, storage: str, uri: str, mark: Path
+def start_worker(host: Path, study: Path, storage: str, uri: str, mark: Path | None = None
                  ) -> subprocess.Popen:
     """One 'host': its own working dir, cache and local store; only the servers are shared.
-    Trial 1 pauses in its Optuna tell until `mark`.go exists (tests/fault_hooks)."""
+    With `mark`, trial 1 pauses in its Optuna tell until `mark`.go exists (tests/fault_hooks)."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("FAIRL_TRACKING_URI", "MLFLOW_TRACKING_URI", "FAIRL_STORAGE")}
     env.update(FAIRL_CACHE=str(host / "cache"), FAIRL_MLRUNS=str(host / "mlruns"),
                PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "fault_hooks"), str(ROOT)]),
-               MLFLOW_DISABLE_TELEMETRY="true", FAIRL_THREADS="1", FAIRL_STORE_TIMEOUT="120",
-               FAIRL_FAULT="pause_at:tell:1", FAIRL_FAULT_MARK=str(mark))
+               MLFLOW_DISABLE_TELEMETRY="true", FAIRL_THREADS="1", FAIRL_STORE_TIMEOUT="120")
+    if mark is not None:
+        env.update(FAIRL_FAULT="pause_at:tell:1", FAIRL_FAULT_MARK=str(mark))
     host.mkdir(parents=True)
     return subprocess.Popen([sys.executable, "-m", "fairl", "study", "run", str(study),
                              "--storage", storage, "--tracking-uri", uri, "--no-progress"],

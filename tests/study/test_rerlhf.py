@@ -240,11 +240,15 @@ def test_every_cell_is_a_trial_and_a_run_failures_and_earlier_cells_included(ran
 
     uri, first = ran["uri"], ran["first"]
     # A FAILED cell fails its trial (counted done, not re-queued); the grid went on.
-    assert first.status == "FINISHED" and first.target == 5
+    assert first.status == "FINISHED" and first.target == 5, first
     assert (first.tally.complete, first.tally.failed) == (4, 1)
     trials = {(t.params["source"], t.params["seed"]): t for t in optuna.load_study(
         study_name="rerlhf", storage=open_storage(ran["storage"])).get_trials()}
     assert len(trials) == 5 and trials[("broken", 0)].state.name == "FAIL"
+    # A run the store lacks is the file's error, not the store's: not re-queued as an outage.
+    assert trials[("broken", 0)].user_attrs["fail_reason"].startswith(
+        "ConfigError: sources: run_id 'no-such-run': no such run in ")
+    assert "fail_store" not in trials[("broken", 0)].user_attrs
     # The cells the grid loop had finished complete from their runs, not retrained, and say so.
     for source, run_id in ran["legacy"].items():
         trial = trials[(source, 0)]
