@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from analysis.common import bootstrap_rows, fmt, objective_label, world_of
-from fairl.runs.read import MissingStudy, StudyRuns, TrialRun, load_policy_runs
+from fairl.runs.read import MissingStudy, StudyRuns, TrialRun
 from fairl.stats import ACCURACY, F1, ROC_AUC, STARC, BootstrapComparison, PromptMetric
 from fairl.study.verdicts import BOOT_SEED, N_BOOT, Bootstraps, load_rewards, paired_cells
 
@@ -348,34 +348,49 @@ def theorem_1(ledger: Ledger) -> Judged:
 
 
 def rerlhf(ledger: Ledger) -> list[Cell] | Judged:
-    """Toxic rate of re-RLHF on FA-IRL's vs standard IRL's reward (policy runs, when any)."""
-    from analysis.rerlhf import by_source, seed_values
+    """Toxic rate of re-RLHF on FA-IRL's vs standard IRL's reward, one cell per judge: the
+    policy runs' per-sample toxicities bootstrapped over prompts × seeds (the launch's
+    verdicts, fairl.study.rerlhf_verdicts), with r*'s own policy's rate beside them."""
+    from analysis.rerlhf import by_source, policy_runs, seed_values
     from fairl.runs.store import default_tracking_uri
+    from fairl.study.rerlhf_verdicts import study_rows
 
     uri = ledger.options.uri
-    hint = f"fairl rerlhf run {RERLHF}" + ("" if uri == default_tracking_uri()
-                                          else f" --tracking-uri {uri}")
+    study_file = ledger.options.experiment(RERLHF)[1]  # with --world SPEC on another world
+    hint = f"fairl rerlhf run {study_file}" + ("" if uri == default_tracking_uri()
+                                              else f" --tracking-uri {uri}")
     try:
-        source = load_policy_runs(uri, "rerlhf/rerlhf", RERLHF, hint)
+        source = policy_runs(ledger.options, RERLHF, hint)
     except MissingStudy as missing:
         ledger._studies["rerlhf"] = missing
         return []
     ledger._studies["rerlhf"] = source
-    cells = by_source(source)
-    rates = {name: np.mean(list(seed_values(runs, "tox_rate_bilstm").values()))
-             for name, runs in cells.items()}
+    by_id = {run.run_id: run for run in source.runs}
+    rates = {name: float(np.mean(list(seed_values(runs, "tox_rate_bilstm").values())))
+             for name, runs in by_source(source).items()}
+    cells = []
+    for row in study_rows(source):
+        if (row.label, row.reference) != ("fa_irl", "standard_irl"):
+            continue
+        runs = [by_id[run_id] for run_id in f"{row.run_id},{row.reference_run_id}".split(",")]
+        judge = row.metric.removeprefix("tox_rate_")
+        truth = {k: v for k, v in rates.items() if k == "ground_truth"}
+        cells.append(ledger.cell(source, "rerlhf", {"judge": judge}, "FA-IRL vs standard IRL",
+                                 row.comparison, runs))
+        if truth and judge == "bilstm":
+            cells[-1].condition += f" (r*'s own policy: {100 * truth['ground_truth']:.1f} %)"
+    if cells:
+        return cells
     measured = ", ".join(f"{name} {100 * rate:.1f} %" for name, rate in rates.items())
-    for runs in cells.values():
-        for run in runs:
-            ledger.used.setdefault(run.run_id, (run, f"rerlhf: {run.name}"))
-    return Judged("embedded (re-RLHF)", measured + " (BiLSTM judge)",
-                  "not judged: the policy runs log no per-prompt toxicity, so no prompt × "
-                  "seed interval (seeds only in the re-RLHF section)",
-                  [run.run_id for runs in cells.values() for run in runs],
-                  {"verdict": "not judged", **rates})
+    for run in source.runs:
+        ledger.used.setdefault(run.run_id, (run, f"rerlhf: {run.name}"))
+    return Judged(world_of(source.runs[0]) if source.runs else "embedded",
+                  measured + " (BiLSTM judge)",
+                  "not judged: no seed has both an FA-IRL and a standard-IRL policy run",
+                  [run.run_id for run in source.runs], {"verdict": "not judged", **rates})
 
 
-RERLHF = "studies/rerlhf/rerlhf.yaml"
+RERLHF = "rerlhf/rerlhf"  # studies/rerlhf/rerlhf.yaml
 CLASSIFICATION = ("main_table", "budget_sir")
 STARC_STUDIES = ("main_table", "tnt_fraction", "identifiability", "regime_map",
                  "misspecification", "budget", "budget_sir")

@@ -247,10 +247,10 @@ def verdict_table(rows, r_star: str):
     return VERDICT_COLUMNS, formatted, pd.DataFrame(records)
 
 
-def _policy_runs(options: Options, stem: str) -> StudyRuns:
+def policy_runs(options: Options, stem: str, hint: str | None = None) -> StudyRuns:
     """The study's policy runs (fairl.runs.read.load_policy_runs), on the report's world."""
     name, study_file = options.experiment(stem)
-    return load_policy_runs(options.uri, name, study_file)
+    return load_policy_runs(options.uri, name, study_file, hint)
 
 
 def build(options: Options) -> Section:
@@ -261,7 +261,7 @@ def build(options: Options) -> Section:
         return Section(TITLE, [], [], [], [], [], notes=(
             f"Skipped: {options.studies_dir} has no {STUDY}.yaml."))
     source, cells = study_data(options, NAME, STUDY, by_source, "no policy runs",
-                               load=_policy_runs)
+                               load=policy_runs)
     r_star = r_star_scorer(source.runs)
     specs = for_scorer(COLUMNS, r_star)
     columns, rows, data = table(cells, specs)

@@ -30,7 +30,8 @@ def run_demo(studies: tuple[str, ...] = DEMO_STUDIES, tracking_uri: str | None =
              storage: str | None = None, world: SuiteWorld | None = None,
              out: str | None = None, trials: int | None = None) -> int:
     """The studies on `world` (None: each study's own), then the report into `out`."""
-    from fairl.data.pairset import PairSet, world_summary  # heavy: torch scorers
+    from fairl.data.card import world_summary
+    from fairl.data.pairset import PairSet  # heavy: torch scorers
     from fairl.study.files import load_study_file, on_world
     from fairl.study.runner import run_study  # heavy: optuna, torch
 

@@ -84,7 +84,8 @@ def cmd_world_info(args: argparse.Namespace) -> int:
     if getattr(args, "world", None) not in (None, "default", "pairset"):
         raise ConfigError(f"--world {args.world}: `world info` describes sir or a PairSet "
                           "(default, pairset with --path)")
-    from fairl.data.pairset import PairSet, card_markdown, world_summary  # heavy: torch scorers
+    from fairl.data.card import card_markdown, world_summary
+    from fairl.data.pairset import PairSet  # heavy: torch scorers
 
     path = args.path or DEFAULT_WORLD_DIR
     try:

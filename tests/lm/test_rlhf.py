@@ -143,11 +143,18 @@ def test_policy_learns_toy_reward_and_is_cached(tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_checkpoint_with_identical_curves(tmp_path):
-    config = dataclasses.replace(TOY, steps=4, checkpoint_every=2, max_new_tokens=6)
+    """On the paper rehearsal's random-initialised GPT-NeoX (pythia's class, LoRA on its
+    targets): the resume path is the model's class's, not SmolLM2's; the toy test above
+    covers learning on a pretrained LM."""
+    from paper_standins import build_standins
+
+    base = str(build_standins(tmp_path / "standins", pythia_only=True)["pythia"])
+    config = dataclasses.replace(TOY, steps=4, checkpoint_every=2, max_new_tokens=6,
+                                 lora_targets=("query_key_value", "dense", "dense_h_to_4h",
+                                               "dense_4h_to_h"))
     common = {"reward_id": "e-fraction", "progress": False}
-    straight = rlhf.train_policy(
-        "smollm2-135m-instruct", e_fraction, PROMPTS, config, out_dir=tmp_path / "a", **common
-    )
+    straight = rlhf.train_policy(base, e_fraction, PROMPTS, config, out_dir=tmp_path / "a",
+                                 **common)
 
     def killed_at_step_3(step, metrics):
         if step == 3:
@@ -155,7 +162,7 @@ def test_killed_run_resumes_from_checkpoint_with_identical_curves(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         rlhf.train_policy(
-            "smollm2-135m-instruct",
+            base,
             e_fraction,
             PROMPTS,
             config,
@@ -166,7 +173,7 @@ def test_killed_run_resumes_from_checkpoint_with_identical_curves(tmp_path):
     assert (tmp_path / "b" / "checkpoint.pt").exists()
     resumed_steps: list[int] = []
     resumed = rlhf.train_policy(
-        "smollm2-135m-instruct",
+        base,
         e_fraction,
         PROMPTS,
         config,

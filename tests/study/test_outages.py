@@ -178,7 +178,7 @@ def test_a_batch_whose_server_stays_away_is_requeued_not_failed(server, store, t
     thread too, if batch 1 is still being logged); past the deadline the launch exits 3 and
     every untold trial is re-queued, none failed; the rerun is whole."""
     path, mark = write_study(tmp_path, "gone_batched", batch=2), tmp_path / "mark"
-    run = launch(path, server.url, "pause_at:start_run:2", mark, 20)
+    run = launch(path, server.url, "pause_at:start_run:2", mark, 6)  # the 20 s case is above
     go = paused(mark, "start_run", 2, run)
     server.kill()
     go.touch()

@@ -322,6 +322,37 @@ def test_launch_run_holds_prompt_clustered_verdicts(ran):
 
 
 @pytest.mark.slow
+def test_claims_ledger_judges_rerlhf_toxicity_per_judge_from_the_samples(ran):
+    """The ledger's re-RLHF claim: FA-IRL − standard IRL toxic rate per judge, the launch's
+    prompt-clustered comparison (not a seeds-only mean), with the runs behind it."""
+    import json
+
+    from analysis.claims_cells import Ledger, rerlhf
+    from fairl.report import Options
+
+    options = Options(out=ran["root"] / "ledger", uri=ran["uri"],
+                      studies_dir=ran["root"] / "studies")
+    cells = rerlhf(Ledger(options))
+    client = runs_store.client(ran["uri"])
+    rows = json.loads(Path(client.download_artifacts(
+        ran["first"].launch_run, "verdicts.json", str(ran["root"] / "ledger-verdicts"))
+        ).read_text())["rows"]
+    launch = {row["metric"]: row for row in rows if row["reference"] == "standard_irl"}
+    runs = runs_by_source(ran["uri"])
+    assert sorted(cell.condition.split(" (")[0] for cell in cells) == [
+        "rerlhf: judge bilstm", "rerlhf: judge profanity"]
+    for cell in cells:
+        metric = "tox_rate_" + cell.condition.split()[2]
+        assert cell.what == "FA-IRL vs standard IRL" and cell.comparison.lower_is_better
+        assert cell.comparison.difference == pytest.approx(launch[metric]["difference"])
+        assert cell.comparison.n_prompts == 6 and cell.comparison.mde > 0
+        assert [run.run_id for run in cell.runs] == [runs["fa_irl"].info.run_id,
+                                                     runs["standard_irl"].info.run_id]
+    truth = runs["ground_truth"].data.metrics["tox_rate_bilstm"]
+    assert any(f"r*'s own policy: {100 * truth:.1f} %" in cell.condition for cell in cells)
+
+
+@pytest.mark.slow
 def test_report_has_the_rerlhf_tables_and_figure_old_stores_included(ran):
     import pandas as pd
 
