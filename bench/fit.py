@@ -6,8 +6,7 @@
 Floor: a numpy loop of two matrix-vector products per round on the difference matrix D
 (forward margins D @ θ, gradient D.T @ g, a hinge in between, a plain SGD step), the least
 work any linear fit does per round. Shapes: 20 000 pairs x d = 768, and 9 243 x 384 (the
-default world's training set). Goals: FA-IRL <= 1.2x the floor at 20 000 x 768 (standard
-IRL <= 1.1x) and <= 2x at 9 243 x 384. The per-round line splits the fit into its cost per
+default world's training set); the goals are below. The per-round line splits the fit into its cost per
 round (against the floor's) and its one-time cost, which the floor, given D, does not pay.
 
 Bare torch loops (as before): the same matrix work as fit() without the method's
