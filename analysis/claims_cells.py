@@ -368,17 +368,16 @@ def rerlhf(ledger: Ledger) -> list[Cell] | Judged:
     by_id = {run.run_id: run for run in source.runs}
     rates = {name: float(np.mean(list(seed_values(runs, "tox_rate_bilstm").values())))
              for name, runs in by_source(source).items()}
-    cells = []
+    truth, cells = rates.get("ground_truth"), []
     for row in study_rows(source):
         if (row.label, row.reference) != ("fa_irl", "standard_irl"):
             continue
         runs = [by_id[run_id] for run_id in f"{row.run_id},{row.reference_run_id}".split(",")]
         judge = row.metric.removeprefix("tox_rate_")
-        truth = {k: v for k, v in rates.items() if k == "ground_truth"}
         cells.append(ledger.cell(source, "rerlhf", {"judge": judge}, "FA-IRL vs standard IRL",
                                  row.comparison, runs))
-        if truth and judge == "bilstm":
-            cells[-1].condition += f" (r*'s own policy: {100 * truth['ground_truth']:.1f} %)"
+        if truth is not None and judge == "bilstm":  # `rates` are the BiLSTM's
+            cells[-1].condition += f" (r*'s own policy: {100 * truth:.1f} %)"
     if cells:
         return cells
     measured = ", ".join(f"{name} {100 * rate:.1f} %" for name, rate in rates.items())
