@@ -47,10 +47,13 @@ def check_stores(name: str, storage: str, uri: str) -> None:
     _check_links(name, storage, uri, trials, trial_runs)
 
 
-def _trial_runs(uri: str, experiment: str) -> list:
-    """The runs of an experiment that trials make: IRL trial runs, re-RLHF policy runs."""
+def _trial_runs(uri: str, experiment: str, study: str | None = None, condition: str = "") -> list:
+    """The runs of an experiment that trials make: IRL trial runs, re-RLHF policy runs; with
+    `study`, only that Optuna study's, matching the MLflow filter `condition` too (appended to
+    the kind's, e.g. " and tags.trial_number = '3'")."""
     return [run for kind in ("trial", "policy")
-            for run in search(uri, experiment, f"tags.kind = '{kind}'")]
+            for run in search(uri, experiment, f"tags.kind = '{kind}'{condition}")
+            if study is None or run.data.tags.get("optuna_study") == study]
 
 
 def _check_links(name: str, storage: str, uri: str, trials, found) -> None:
@@ -101,9 +104,8 @@ def run_killer(uri: str, experiment: str, launch_run: str | None, study: str, st
         if trial.user_attrs.get("reused_run"):  # a re-RLHF cell's earlier FINISHED run: kept
             return run_id
         if run_id is None:  # the worker died before starting it, or before linking it
-            found = [run for kind in ("trial", "policy") for run in search(
-                uri, experiment, f"tags.kind = '{kind}' and tags.trial_number = '{trial.number}'")
-                if run.data.tags.get("optuna_study") == study]
+            found = _trial_runs(uri, experiment, study,
+                                f" and tags.trial_number = '{trial.number}'")
             run_id = found[0].info.run_id if found else _killed_run_for(
                 trial, uri, experiment, launch_run, study, storage, tags)
         runs.kill_run(uri, run_id, f"{reason}; re-queued")
@@ -121,8 +123,7 @@ def kill_runless(uri: str, experiment: str, launch_run: str | None, study: str, 
                and "fairl_killed" in trial.user_attrs and "mlflow_run_id" not in trial.user_attrs]
     if not runless:
         return []
-    found = {run.data.tags.get("trial_number") for kind in ("trial", "policy") for run in search(
-        uri, experiment, f"tags.kind = '{kind}'") if run.data.tags.get("optuna_study") == study}
+    found = {run.data.tags.get("trial_number") for run in _trial_runs(uri, experiment, study)}
     messages = []
     for trial in runless:
         if str(trial.number) not in found:
