@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from fairl.cli.study import cmd_study_run
+from fairl.cli.study import add_run_options, cmd_study_run
 from fairl.config import ConfigError
 
 
@@ -45,19 +45,9 @@ def add_commands(commands) -> None:
         "run", help="= fairl study run: run the study's cells (finished ones are kept)")
     run.add_argument("study_file", metavar="STUDY.yaml",
                      help="study file, e.g. studies/rerlhf/rerlhf.yaml")
-    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    run.add_argument("--trials", type=int, help="cells to run (default: the whole grid)")
-    run.add_argument("--storage", help="Optuna storage: a journal file or an RDB URL "
-                                       "(default: $FAIRL_STORAGE or mlruns/optuna.journal)")
-    run.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
-    run.add_argument("--world", metavar="SPEC", help="run on this text world instead of the "
-                     "file's (default, or pairset:path=DIR): its base LM, r* and LoRA targets")
-    run.add_argument("--store-timeout", type=float, metavar="SECONDS",
-                     help="as for `fairl study run`: how long a cell waits for an unreachable "
-                          "store before the launch stops and re-queues it")
+    add_run_options(run)  # as `fairl study run`, which this is
     run.add_argument("--threads", type=int,
                      help="torch CPU threads (sets $FAIRL_THREADS; default: fairl.lm's choice)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--only", nargs="+", metavar="SOURCE", help="dropped (say why)")
     run.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="dropped (say why)")
     run.set_defaults(handler=cmd_run, batch=None)

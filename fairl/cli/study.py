@@ -12,6 +12,9 @@ from fairl.process import interrupt_on_sigterm
 from fairl.runs.store import resolve_tracking_uri
 from fairl.runs.ui import serve_ui
 
+STORAGE_HELP = ("Optuna storage: a journal file path or an RDB URL such as "
+                "postgresql://user@host/db (default: $FAIRL_STORAGE or mlruns/optuna.journal)")
+
 
 def cmd_study_run(args) -> int:
     # light: a broken IRL study file is told in well under 2 s (a re-RLHF one loads torch)
@@ -120,11 +123,28 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
+def add_run_options(run) -> None:
+    """The options of `fairl study run` that `fairl rerlhf run` (its alias) takes too."""
+    run.add_argument("--trials", type=int, help="trial count (default: the file's `trials`; "
+                                                "a re-RLHF study: the whole grid)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--storage", help=STORAGE_HELP)
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
+                                            "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")
+    run.add_argument("--store-timeout", type=float, metavar="SECONDS",
+                     help="how long a trial waits for an unreachable tracking server or "
+                          "database before the launch stops and re-queues it (default: "
+                          "$FAIRL_STORE_TIMEOUT or 600)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--world", metavar="SPEC",
+                     help="run the study on this world instead of its own: sir:beta=0.5, "
+                          "pairset:path=worlds/mine,encoder=minilm or a YAML world block; "
+                          "MLflow experiment and Optuna study <name>@<world id>")
+
+
 def add_commands(commands) -> None:
     """`fairl study run|list|status|repair|best`, `fairl ui`, `fairl dashboard`."""
     # Over 60 lines: one argparse declaration per subcommand, flat, as `fairl --help` lists them.
-    storage_help = ("Optuna storage: a journal file path or an RDB URL such as "
-                    "postgresql://user@host/db (default: $FAIRL_STORAGE or mlruns/optuna.journal)")
     study = commands.add_parser(
         "study", help="run and inspect Optuna studies (studies/*.yaml)",
         description="Studies are YAML files naming a world, a base FitConfig, variants, a search "
@@ -138,31 +158,18 @@ def add_commands(commands) -> None:
         description="Run (or continue) a study until it has its trial count of finished trials. "
                     "Rerunning continues; trials of killed workers are failed and re-queued.")
     run.add_argument("study_file", metavar="STUDY.yaml")
-    run.add_argument("--trials", type=int, help="trial count (default: the file's `trials`)")
-    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    add_run_options(run)
     run.add_argument("--batch", type=int, help="trials asked at once and fitted in one pass, "
                                                "all their seeds (default: the study's `batch`)")
-    run.add_argument("--storage", help=storage_help)
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $FAIRL_TRACKING_URI, "
-                                            "$MLFLOW_TRACKING_URI or sqlite mlruns/mlflow.db)")
-    run.add_argument("--store-timeout", type=float, metavar="SECONDS",
-                     help="how long a trial waits for an unreachable tracking server or "
-                          "database before the launch stops and re-queues it (default: "
-                          "$FAIRL_STORE_TIMEOUT or 600)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--world", metavar="SPEC",
-                     help="run the study on this world instead of its own: sir:beta=0.5, "
-                          "pairset:path=worlds/mine,encoder=minilm or a YAML world block; "
-                          "MLflow experiment and Optuna study <name>@<world id>")
     run.set_defaults(handler=cmd_study_run)
 
     listing = study_commands.add_parser("list", help="studies in the storage, with counts")
-    listing.add_argument("--storage", help=storage_help)
+    listing.add_argument("--storage", help=STORAGE_HELP)
     listing.set_defaults(handler=cmd_study_list)
 
     status = study_commands.add_parser("status", help="done, running, failed and best trials")
     status.add_argument("study", metavar="NAME|STUDY.yaml")
-    status.add_argument("--storage", help=storage_help)
+    status.add_argument("--storage", help=STORAGE_HELP)
     status.set_defaults(handler=cmd_study_status)
 
     repair = study_commands.add_parser(
@@ -171,14 +178,14 @@ def add_commands(commands) -> None:
                     "short by a full disk or a crash), fail and re-queue trials whose worker is "
                     "gone (their MLflow runs KILLED), and say what was done.")
     repair.add_argument("study", metavar="NAME|STUDY.yaml")
-    repair.add_argument("--storage", help=storage_help)
+    repair.add_argument("--storage", help=STORAGE_HELP)
     repair.add_argument("--tracking-uri", help="MLflow tracking URI of the study's runs")
     repair.set_defaults(handler=cmd_study_repair)
 
     best = study_commands.add_parser(
         "best", help="the best trial and its reward model; --register puts it in the registry")
     best.add_argument("study", metavar="NAME|STUDY.yaml")
-    best.add_argument("--storage", help=storage_help)
+    best.add_argument("--storage", help=STORAGE_HELP)
     best.add_argument("--tracking-uri", help="MLflow store (default: mlruns/mlflow.db)")
     best.add_argument("--register", action="store_true",
                       help="register the best trial's reward model in the Model Registry")
@@ -194,7 +201,7 @@ def add_commands(commands) -> None:
     ui.set_defaults(handler=cmd_ui)
 
     dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the study storage")
-    dashboard.add_argument("--storage", help=storage_help)
+    dashboard.add_argument("--storage", help=STORAGE_HELP)
     dashboard.add_argument("--host", default="127.0.0.1")
     dashboard.add_argument("--port", type=int, default=8080)
     dashboard.set_defaults(handler=cmd_dashboard)
