@@ -31,12 +31,40 @@ from fairl.irl.config import FitConfig
 from fairl.irl.failures import ensemble_failure_mask, failure_budget
 from fairl.irl.losses import hinge_terms, logistic_terms
 from fairl.irl.optim import Optimiser
-from fairl.irl.result import FitDiverged, FitResult, Monitor, difference_matrix, init_heads
+from fairl.irl.result import (FitDiverged, FitResult, Monitor, column_sums, difference_matrix,
+                              init_heads)
 from fairl.irl.schedules import gamma_schedule, lambda_schedule, p_schedule
+
+
+GEMV_HEADS = 4  # numpy: up to this many heads, one matrix-vector product each (bench/fit.py)
 
 
 class NumpyOps:
     """The engine's array operations on numpy arrays (CPU)."""
+
+    @staticmethod
+    def margins(theta, D, out=None):
+        """Δ = Θ Dᵀ (H, b) for Θ (H, d), D (b, d). OpenBLAS runs a GEMM with one to a few
+        rows far slower than as many matrix-vector products (AMD EPYC, 9 243 x 384: 0.92 ms
+        for (1, d) @ Dᵀ against 0.31 ms for D @ θ), so few heads go one product each."""
+        if len(theta) > GEMV_HEADS:
+            return np.matmul(theta, D.T, out=out)
+        out = np.empty((len(theta), len(D)), theta.dtype) if out is None else out
+        for h in range(len(theta)):
+            np.matmul(D, theta[h], out=out[h])
+        return out
+
+    @staticmethod
+    def gradient(G, D, out):
+        """G D (H, d) into `out` for G (H, b), D (b, d): per head up to GEMV_HEADS, as above.
+        (A C-contiguous copy of Dᵀ made this product faster at 20 000 x 768, and slower at
+        9 243 x 384, where D alone fits the 32 MB L3 cache and the pair of copies does not.)"""
+        if len(G) > GEMV_HEADS:
+            np.matmul(G, D, out=out)
+        else:
+            for h in range(len(G)):
+                np.matmul(G[h], D, out=out[h])
+        return out
 
     @staticmethod
     def tensor(values, like, dtype=None):
@@ -93,6 +121,15 @@ class NumpyOps:
 
 class TorchOps:
     """The same operations on torch tensors (CUDA, or a test's CPU run of this path)."""
+
+    @staticmethod
+    def margins(theta, D, out=None):
+        return torch.matmul(theta, D.T, out=out)
+
+    @staticmethod
+    def gradient(G, D, out):
+        out[...] = G @ D
+        return out
 
     @staticmethod
     def tensor(values, like, dtype=None):
@@ -224,6 +261,9 @@ class _Pass:
                  lambda_schedule(t, c.lambda0, c.lambda_decay, c.lambda_fixed,
                                  c.rounds if c.lambda_decay_scaled else None),
                  p_schedule(t, c.rounds, c.p0, c.p_end)) for t in range(c.rounds)]
+        # Δ < γ_t marks F_t; a head without failures gets -inf, so none
+        self.thresholds = np.where([c.failure_mode == "none" for c in self.configs],
+                                   -np.inf, self.schedule[..., 0])
         batch = self.configs[0].batch_size
         self.batch = None if batch is None or batch >= self.n else batch
         self.sizes = [self.n] if self.batch is None else [
@@ -236,9 +276,8 @@ class _Pass:
         # the round's mask faster than int64 (rounds <= 100 000)
         self.failure_counts = ops.zeros((K, self.n), self.W,
                                         torch.int32 if ops is TorchOps else np.int32)
-        # Σ_i Δ_i = θ · Σ_i D_i: a full batch's margin sum in d products, not n (summed in
-        # float64 once: float32 row by row drifts)
-        self.column_sums = ops.from_torch(diffs.sum(0, dtype=torch.float64).float(), device)
+        # Σ_i Δ_i = θ · Σ_i D_i: a full batch's margin sum in d products, not n
+        self.column_sums = ops.from_torch(torch.from_numpy(column_sums(diffs)), device)
         ensemble = [c.failure_mode == "ensemble" for c in self.configs]
         self.ensemble = None
         if any(ensemble):
@@ -262,6 +301,14 @@ class _Pass:
         self.M, self.tau = column([c.M for c in cs]), column([c.tau for c in cs])
         self.M_fail, self.tau_fail = [c.M_fail for c in cs], [c.tau_fail for c in cs]
         self.alpha = column([c.l2_fail if c.dual_path else 0.0 for c in cs])
+        self.dual = any(c.dual_path for c in cs)  # else θ_F is 0 and stays so: no l2 term
+        self.alpha2 = 2 * self.alpha if self.dual else None
+        self.grad = ops.zeros_like(self.W)  # the step's gradient, reused round after round
+        self.strict = [ops.tensor([[c.M_fail if c.objective == "max_margin" else c.tau_fail]],
+                                  self.W) for c in cs]
+        self.all_live = len(cs) == len(self.configs)
+        self.last_round = min(c.rounds for c in cs) - 1 if cs else 0  # no head ends before
+        self.watched = any(self.monitors[h] is not None for h in self.live)
         self.to_base = [c.fail_grad_to_base or not c.dual_path for c in cs]
         self.none = [c.failure_mode == "none" for c in cs]
         self.ground_truth = np.array([i for i, c in enumerate(cs)
@@ -288,24 +335,24 @@ class _Pass:
                     break
             if not len(self.live):
                 break
-            self.stats[t, self.live, 0] /= self.n
-            self.stats[t, self.live, 2] /= self.n
-            self._after_round(t)
+            if t >= self.last_round or self.watched:
+                self._after_round(t)
         return [self.ended[self.order.index(i)] for i in range(len(self.order))]
 
     def _step(self, t: int, s: int, rows) -> None:
         """One step on the pairs `rows` for every live head: losses, gradients, update."""
         ops, live, W = self.ops, self.live, self.W
-        D = self.D if isinstance(rows, slice) else self.D[rows]
+        full = isinstance(rows, slice)
+        D = self.D if full else self.D[rows]
         b = len(D)
-        gamma, lam, p = self.schedule[t, live].T
+        at = slice(None) if self.all_live else live  # the live heads' rows of per-head arrays
+        lam, p = self.schedule[t, at, 1], self.schedule[t, at, 2]
         theta = W[:, 0] + W[:, 1]  # (H, d): both heads see Δ = D (θ_D + θ_F)
-        margins = theta @ D.T  # (H, b): the one forward product
-        sums = theta @ self.column_sums if isinstance(rows, slice) else margins.sum(1)
+        margins = ops.margins(theta, D)  # (H, b): the one forward product
+        sums = theta @ self.column_sums if full else margins.sum(1)
         failures = None
         if self.failing:
-            gamma = np.where(self.none, -np.inf, gamma)  # a head without failures: none below
-            failures = margins < ops.tensor(gamma[:, None], margins)
+            failures = margins < ops.tensor(self.thresholds[t, at][:, None], margins)
             if len(self.ground_truth):
                 index = ops.index(self.ground_truth, self.device)
                 failures[index] &= self.gt_positive[rows]
@@ -316,24 +363,32 @@ class _Pass:
             n_failures = ops.count_rows(failures)
         else:
             n_failures = np.zeros(len(live), np.int64)
-        base = ops.tensor(np.zeros(len(live)), margins)
-        grads = ops.zeros_like(margins)  # ∂L/∂Δ of the base path (H, b)
         m, scale = self.max_margin, 1 / b  # ∂(mean)/∂loss_i, rounded as autograd rounds it
-        if m:
+        if m == len(live):
+            base, grads = hinge_terms(margins, self.M, scale, ops)  # ∂L/∂Δ (H, b)
+        elif m == 0:
+            base, grads = logistic_terms(margins, self.tau, scale, ops)
+        else:
+            base = ops.tensor(np.zeros(len(live)), margins)
+            grads = ops.zeros_like(margins)
             base[:m], grads[:m] = hinge_terms(margins[:m], self.M[:m], scale, ops)
-        if m < len(live):
             base[m:], grads[m:] = logistic_terms(margins[m:], self.tau[m:], scale, ops)
         fail, n_sampled, sampled = self._failure_terms(margins, failures, n_failures, lam, p,
                                                        b, grads)
-        grad = ops.zeros_like(W)
-        grad[:, 0] = grads @ D  # the one backward product
-        grad[:, 1] = 2 * self.alpha * W[:, 1]  # ∂(α‖θ_F‖²)/∂θ_F
-        l2 = ops.host(self.alpha[:, 0] * (W[:, 1] * W[:, 1]).sum(1))
+        grad = self.grad  # (H, 2, d), written whole below
+        ops.gradient(grads, D, grad[:, 0])  # the one backward product
+        if self.dual:
+            grad[:, 1] = self.alpha2 * W[:, 1]  # ∂(α‖θ_F‖²)/∂θ_F = 2α θ_F
+            l2 = ops.host(self.alpha[:, 0] * ops.vecdot(W[:, 1], W[:, 1]))
+        else:
+            l2 = 0.0  # and grad[:, 1] stays 0
         for h, pairs, g in sampled:  # the failure head learns from its sampled rows only
             grad[h, 1] += g @ D[pairs]
         self.optimiser.step(W, grad)
-        self._record(t, s, rows, margins, sums, failures, n_failures, n_sampled,
-                     np.stack([ops.host(base), fail, l2], axis=1), lam)
+        # this step's (base, fail, l2) losses: a view into the history while no head has ended
+        terms = self.losses[t, s] if self.all_live else np.empty((len(live), 3), np.float32)
+        terms[:, 0], terms[:, 1], terms[:, 2] = ops.host(base), fail, l2
+        self._record(t, s, rows, margins, sums, failures, n_failures, n_sampled, terms, lam)
 
     def _failure_terms(self, margins, failures, n_failures, lam, p, b: int, grads):
         """S_t per head, its loss (H,) and [(head, S_t, λ_t ∂L_fail/∂Δ)] for the failure heads;
@@ -354,9 +409,8 @@ class _Pass:
                     pairs = pairs[ops.smallest(margins[h, pairs], k)]
             # The failure loss sees R = R_D + R_F: the same Δ; strict constants, weight λ_t.
             terms = hinge_terms if c.objective == "max_margin" else logistic_terms
-            strict = ops.tensor([[c.M_fail if c.objective == "max_margin" else c.tau_fail]],
-                                margins)
-            loss, g = terms(margins[h, pairs][None], strict, float(lam[h]) / len(pairs), ops)
+            loss, g = terms(margins[h, pairs][None], self.strict[h], float(lam[h]) / len(pairs),
+                            ops)
             g = g[0]
             fail[h], sizes[h] = float(loss[0]), len(pairs)
             if self.to_base[h]:
@@ -369,21 +423,28 @@ class _Pass:
                 terms, lam) -> None:
         """The step's history; heads whose loss is not finite end here (FitDiverged)."""
         ops, slots = self.ops, self.live
-        self.losses[t, s, slots] = terms
-        self.counts[t, slots, 0] += n_failures
-        self.counts[t, slots, 1] += n_sampled
+        if not self.all_live:  # else the step wrote its terms in place
+            self.losses[t, s, slots] = terms
+        at = slice(None) if self.all_live else slots
+        self.counts[t, at, 0] += n_failures
+        self.counts[t, at, 1] += n_sampled
         if failures is not None:
-            if isinstance(rows, slice):
-                self.failure_counts[ops.index(slots, self.device)] += failures
-            else:
+            if not isinstance(rows, slice):
                 self.failure_counts[slots[0], rows] += failures[0]
-        stats = self.stats[t, slots]
+            elif self.all_live:
+                self.failure_counts += failures
+            else:
+                self.failure_counts[ops.index(slots, self.device)] += failures
+        stats = self.stats[t, at]  # margin sum, min, number above 0 (means: _history)
         stats[:, 0] += ops.host(sums)
         low = ops.host(ops.row_min(margins))
         stats[:, 1] = low if s == 0 else np.minimum(stats[:, 1], low)
         stats[:, 2] += ops.count_rows(margins > 0)
-        self.stats[t, slots] = stats
+        if not self.all_live:  # a copy, not a view
+            self.stats[t, at] = stats
         totals = terms[:, 0] + np.float32(lam) * terms[:, 1] + terms[:, 2]
+        if math.isfinite(totals.sum()):  # NaN or ±inf anywhere makes the sum so
+            return
         for h in np.flatnonzero(~np.isfinite(totals)):
             c, (base, fail, l2) = self.configs[slots[h]], terms[h]
             self._end(slots[h], FitDiverged(
@@ -429,20 +490,24 @@ class _Pass:
 
     def _history(self, slot: int) -> list[dict]:
         """One record per round of head `slot`; the loss is its pairs' weighted step mean."""
-        c, history = self.configs[slot], []
+        rounds = self.configs[slot].rounds
+        schedule, losses = self.schedule[:rounds, slot], self.losses[:rounds, :, slot]
+        base, fail, l2 = losses[..., 0], losses[..., 1], losses[..., 2]  # (rounds, steps)
+        # L_t in float32, as the step summed it
+        total = base + schedule[:, 1:2].astype(np.float32) * fail + l2
         shares = [size / self.n for size in self.sizes]  # each step's share of the pairs
-        for t in range(c.rounds):
-            gamma, lam, p = self.schedule[t, slot]
-            record = {"round": t, "gamma": float(gamma), "lam": float(lam), "p": float(p)}
-            base, fail, l2 = self.losses[t, :, slot].T
-            total = base + np.float32(lam) * fail + l2  # L_t in float32, as the step summed it
-            for key, values in (("loss", total), ("loss_base", base), ("loss_fail", fail),
-                                ("loss_l2", l2)):
-                record[key] = math.fsum(float(v) * w for v, w in zip(values, shares))
-            n_failures, n_sampled = self.counts[t, slot]
-            mean, low, accuracy = self.stats[t, slot]
-            record.update(n_failures=int(n_failures), n_sampled=int(n_sampled),
-                          margin_mean=float(mean), margin_min=float(low),
-                          train_pairwise_accuracy=float(accuracy))
-            history.append(record)
-        return history
+        columns = {}
+        for key, values in (("loss", total), ("loss_base", base), ("loss_fail", fail),
+                            ("loss_l2", l2)):
+            columns[key] = values[:, 0].tolist() if len(shares) == 1 else [
+                math.fsum(float(v) * w for v, w in zip(row, shares)) for row in values]
+        stats, counts = self.stats[:rounds, slot], self.counts[:rounds, slot]
+        columns.update(gamma=schedule[:, 0].tolist(), lam=schedule[:, 1].tolist(),
+                       p=schedule[:, 2].tolist(), n_failures=counts[:, 0].tolist(),
+                       n_sampled=counts[:, 1].tolist(), margin_mean=(stats[:, 0] / self.n).tolist(),
+                       margin_min=stats[:, 1].tolist(),
+                       train_pairwise_accuracy=(stats[:, 2] / self.n).tolist())
+        keys = ("gamma", "lam", "p", "loss", "loss_base", "loss_fail", "loss_l2", "n_failures",
+                "n_sampled", "margin_mean", "margin_min", "train_pairwise_accuracy")
+        return [{"round": t, **dict(zip(keys, values))}
+                for t, values in enumerate(zip(*(columns[key] for key in keys)))]

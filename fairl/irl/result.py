@@ -117,11 +117,33 @@ def difference_matrix(h_T, h_NT) -> torch.Tensor:
            for h in (h_T, h_NT)):
         if len(_DIFFS) >= _DIFFS_KEPT:
             del _DIFFS[next(iter(_DIFFS))]  # the oldest
-        _DIFFS[key] = (h_T, h_NT, diffs)  # holding h_T and h_NT keeps their ids theirs
+        _DIFFS[key] = (h_T, h_NT, diffs, {})  # holding h_T and h_NT keeps their ids theirs
     return diffs
 
 
-_DIFFS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, torch.Tensor]] = {}
+def column_sums(diffs: torch.Tensor) -> np.ndarray:
+    """Σ_i D_i (d,) float32, summed in float64 (float32 row by row drifts): a full batch's
+    margin sum is θ · Σ_i D_i, d products instead of n. Kept with a reused D (3 ms at
+    9 243 x 384 in numpy; torch's float64 sum took 8-15 ms, a quarter of a 100-round fit)."""
+    cached = _derived(diffs)
+    if cached is not None and "sums" in cached:
+        return cached["sums"]
+    sums = np.add.reduce(diffs.numpy(), axis=0, dtype=np.float64).astype(np.float32)
+    if cached is not None:
+        cached["sums"] = sums
+    return sums
+
+
+def _derived(diffs: torch.Tensor) -> dict | None:
+    """What is kept with a reused D (one of _DIFFS), or None for a D built for one fit."""
+    for entry in _DIFFS.values():
+        if entry[2] is diffs:
+            return entry[3]
+    return None
+
+
+# (h_T, h_NT, D, what is derived from D) by (id(h_T), id(h_NT))
+_DIFFS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, torch.Tensor, dict]] = {}
 _DIFFS_KEPT = 4  # a world's train split, and a few composed or imported ones
 
 
