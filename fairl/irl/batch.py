@@ -82,6 +82,15 @@ class NumpyOps:
         return np.maximum(x, 0, out=x)
 
     @staticmethod
+    def rows(D, index, owner):
+        """D[index] into a buffer kept on `owner`: a new array of this size (a few MB) is
+        fresh pages every round, and evicts D from the cache (FA-IRL's S_t rows)."""
+        buffer = getattr(owner, "_rows", None)
+        if buffer is None or len(buffer) < len(index) or buffer.shape[1:] != D.shape[1:]:
+            buffer = owner._rows = np.empty((len(index),) + D.shape[1:], D.dtype)
+        return np.take(D, index, axis=0, out=buffer[:len(index)])
+
+    @staticmethod
     def sign(x):
         return np.sign(x)
 
@@ -153,6 +162,10 @@ class TorchOps:
     @staticmethod
     def relu_(x):
         return x.clamp_min_(0)
+
+    @staticmethod
+    def rows(D, index, owner):
+        return D[index]
 
     sign = torch.sign
 
@@ -383,7 +396,7 @@ class _Pass:
         else:
             l2 = 0.0  # and grad[:, 1] stays 0
         for h, pairs, g in sampled:  # the failure head learns from its sampled rows only
-            grad[h, 1] += g @ D[pairs]
+            grad[h, 1] += g @ ops.rows(D, pairs, self)
         self.optimiser.step(W, grad)
         # this step's (base, fail, l2) losses: a view into the history while no head has ended
         terms = self.losses[t, s] if self.all_live else np.empty((len(live), 3), np.float32)
