@@ -87,6 +87,17 @@ def cmd_study_best(args) -> int:
 
     best = best_trial_run(args.study, args.storage)
     uri = resolve_tracking_uri(args.tracking_uri)
+    if best["cell"] is not None:  # a re-RLHF study: the least toxic policy, no reward model
+        if args.register:
+            raise ConfigError(f"--register: study {best['study']!r} is a re-RLHF grid, whose "
+                              "trials are policies, not reward models; register the best "
+                              "trial of an IRL study")
+        source, seed = best["cell"]
+        print(f"{best['study']}: best trial {best['number']} {best['values']} (source {source}, "
+              f"seed {seed}) run {best['run_id']}")
+        print(f"  policy run: runs:/{best['run_id']} (samples.csv, curves.csv, config.yaml; "
+              "reward.npz where the source is an IRL reward)")
+        return 0
     print(f"{best['study']}: best trial {best['number']} {best['values']} run {best['run_id']}")
     model_uri = f"runs:/{best['run_id']}/reward"
     print(f"  reward model: {model_uri}")

@@ -31,10 +31,15 @@ from fairl.irl.config import FitConfig
 from fairl.irl.failures import ensemble_failure_mask, failure_budget
 from fairl.irl.losses import hinge_terms, logistic_terms
 from fairl.irl.optim import Optimiser
-from fairl.irl.result import (FitDiverged, FitResult, Monitor, column_sums, difference_matrix,
-                              init_heads)
+from fairl.irl.result import (
+    FitDiverged,
+    FitResult,
+    Monitor,
+    column_sums,
+    difference_matrix,
+    init_heads,
+)
 from fairl.irl.schedules import gamma_schedule, lambda_schedule, p_schedule
-
 
 GEMV_HEADS = 4  # numpy: up to this many heads, one matrix-vector product each (bench/fit.py)
 

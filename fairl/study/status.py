@@ -26,9 +26,13 @@ def best_trial_run(name_or_path: str, storage: str | None = None) -> dict:
     best = study_obj.best_trials[0]
     metrics = study_obj.user_attrs.get("fairl_metrics") or [
         f"value{i}" for i in range(len(best.values))]
+    # A re-RLHF grid's trial is a policy (its cell: source x seed), not a reward model;
+    # its params are exactly those two (fairl.study.rerlhf), in any store, old or new.
+    cell = {"source", "seed"} == set(best.params)
     return {"study": study_obj.study_name, "number": best.number,
             "values": ", ".join(f"{m}={v:.4f}" for m, v in zip(metrics, best.values)),
-            "run_id": best.user_attrs.get("mlflow_run_id")}
+            "run_id": best.user_attrs.get("mlflow_run_id"),
+            "cell": (best.params["source"], best.params["seed"]) if cell else None}
 
 
 def _load(name_or_path: str, storage: str | None):

@@ -464,3 +464,20 @@ def test_a_launch_killed_in_rlhf_resumes_the_cell_from_its_checkpoint(tmp_path, 
         assert sorted(before) == [1, 2, 3] and sorted(after) == [1, 2, 3, 4]
         # Steps 1-2 came back from the checkpoint; step 3 was replayed, sample for sample.
         assert [after[step] for step in (1, 2, 3)] == [before[step] for step in (1, 2, 3)], curve
+
+
+@pytest.mark.slow
+def test_study_best_of_a_rerlhf_grid_names_its_cell_and_policy_run(ran, capsys):
+    from fairl.cli import main
+
+    args = ["study", "best", str(ran["path"]), "--storage", ran["storage"],
+            "--tracking-uri", ran["uri"]]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    runs = runs_by_source(ran["uri"])
+    rate = min(r.data.metrics["tox_rate_bilstm"] for s, r in runs.items() if s != "broken")
+    assert f"tox_rate_bilstm={rate:.4f}" in out and "reward model" not in out, out
+    source = out.split("(source ")[1].split(",")[0]  # the cell, and its run's id printed
+    assert f"run {runs[source].info.run_id}\n  policy run: runs:/{runs[source].info.run_id} " in out
+    assert main(args + ["--register"]) == 2  # a policy is no reward model: one line, no work
+    assert "re-RLHF grid, whose trials are policies" in capsys.readouterr().err
