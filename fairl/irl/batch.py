@@ -93,7 +93,8 @@ class NumpyOps:
         buffer = getattr(owner, "_rows", None)
         if buffer is None or len(buffer) < len(index) or buffer.shape[1:] != D.shape[1:]:
             buffer = owner._rows = np.empty((len(index),) + D.shape[1:], D.dtype)
-        return np.take(D, index, axis=0, out=buffer[:len(index)])
+        # mode="clip" (the indices are valid): with "raise", numpy copies `out` once more
+        return np.take(D, index, axis=0, out=buffer[:len(index)], mode="clip")
 
     @staticmethod
     def sign(x):
