@@ -13,9 +13,11 @@ draw their own row order, so each runs in a pass of its own. fit() is the K = 1 
 Arrays: numpy on the CPU (OpenBLAS's products; AMD EPYC, 2 cores: a matrix-vector product
 at 20 000 x 768 took 0.95 ms against torch's MKL 3.3 ms, and at 32 heads numpy's GEMMs per
 head were 0.2-0.25x of one head's pair of products), torch on other devices (`NumpyOps`,
-`TorchOps`: the same code). A product of K heads rounds differently from K products of one
-(other kernels and blocking), so a head's numbers in a batch are those of its unbatched fit
-within float32 rounding (tests/irl/test_batch.py), not bit for bit.
+`TorchOps`: the same code). Up to GEMV_HEADS heads, numpy takes one matrix-vector product
+per head instead of a GEMM: OpenBLAS ran a GEMM of 2-4 rows 2-3x slower than as many
+matrix-vector products (9 243 x 384, 2 threads). A product of K heads rounds differently
+from K products of one (other kernels and blocking), so a head's numbers in a batch are those
+of its unbatched fit within float32 rounding (tests/irl/test_batch.py), not bit for bit.
 """
 
 from __future__ import annotations
