@@ -130,9 +130,13 @@ class Ledger:
         return self.bootstraps.contrast(
             metric, [(run.run_id, self.rewards(source, run)) for run in runs], weights)
 
-    def cell(self, source, stem, context, what, comparison, runs, **extra) -> Cell:
+    def cell(self, source, stem, context, what, comparison, runs, scored: bool = True,
+             **extra) -> Cell:
+        """`scored`: IRL trial runs, whose test rewards (rewards.npz) are the cell's evidence;
+        False for re-RLHF policy runs, which have none (their run ids are the evidence)."""
         for run in runs:
-            self._sources.setdefault(run.run_id, source)
+            if scored:
+                self._sources.setdefault(run.run_id, source)
             self.used.setdefault(run.run_id, (run, f"{stem}: {run.name}"))
         return Cell(world_of(runs[0]), words(stem, context), what, comparison, runs, **extra)
 
@@ -375,7 +379,7 @@ def rerlhf(ledger: Ledger) -> list[Cell] | Judged:
         runs = [by_id[run_id] for run_id in f"{row.run_id},{row.reference_run_id}".split(",")]
         judge = row.metric.removeprefix("tox_rate_")
         cells.append(ledger.cell(source, "rerlhf", {"judge": judge}, "FA-IRL vs standard IRL",
-                                 row.comparison, runs))
+                                 row.comparison, runs, scored=False))
         if truth is not None and judge == "bilstm":  # `rates` are the BiLSTM's
             cells[-1].condition += f" (r*'s own policy: {100 * truth:.1f} %)"
     if cells:

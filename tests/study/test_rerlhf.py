@@ -327,6 +327,7 @@ def test_claims_ledger_judges_rerlhf_toxicity_per_judge_from_the_samples(ran):
     prompt-clustered comparison (not a seeds-only mean), with the runs behind it."""
     import json
 
+    from analysis.claims import ledger_rows
     from analysis.claims_cells import Ledger, rerlhf
     from fairl.report import Options
 
@@ -350,6 +351,14 @@ def test_claims_ledger_judges_rerlhf_toxicity_per_judge_from_the_samples(ran):
                                                      runs["standard_irl"].info.run_id]
     truth = runs["ground_truth"].data.metrics["tox_rate_bilstm"]
     assert any(f"r*'s own policy: {100 * truth:.1f} %" in cell.condition for cell in cells)
+    # The whole ledger, as the report builds it, on a store with policy runs and no IRL
+    # study: the re-RLHF row is judged (policy runs have no rewards.npz to digest), the
+    # others are "not measured".
+    rows, _ = ledger_rows(Ledger(options))
+    row = next(row for row in rows if row.record["claim"] == "rerlhf")
+    assert not row.verdict.startswith("not measured") and row.runs, row
+    assert all(r.verdict.startswith("not measured") for r in rows
+               if r.record["claim"] not in ("rerlhf", "theorem_1")), rows
 
 
 @pytest.mark.slow
