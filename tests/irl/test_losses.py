@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fairl.irl import max_entropy_loss, max_margin_loss
-from fairl.irl.batch import NumpyOps, TorchOps
 from fairl.irl.losses import hinge_terms, l2_penalty, logistic_terms
+from fairl.irl.ops import NumpyOps, TorchOps
 
 
 def test_max_margin_loss_hand_computed():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairl.irl.batch import NumpyOps, TorchOps
+from fairl.irl.ops import NumpyOps, TorchOps
 from fairl.irl.optim import Optimiser
 
 TORCH = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
