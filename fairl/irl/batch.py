@@ -13,9 +13,9 @@ draw their own row order, so each runs in a pass of its own. fit() is the K = 1 
 Arrays: numpy on the CPU (OpenBLAS's products; AMD EPYC, 2 cores: a matrix-vector product
 at 20 000 x 768 took 0.95 ms against torch's MKL 3.3 ms, and at 32 heads numpy's GEMMs per
 head were 0.2-0.25x of one head's pair of products), torch on other devices (fairl.irl.ops's
-`NumpyOps` and `TorchOps`: the same code). Up to GEMV_HEADS heads, numpy takes one matrix-vector product
-per head instead of a GEMM: OpenBLAS ran a GEMM of 2-4 rows 2-3x slower than as many
-matrix-vector products (9 243 x 384, 2 threads). A product of K heads rounds differently
+`NumpyOps` and `TorchOps`: the same code). Up to GEMV_HEADS heads, numpy takes one
+matrix-vector product per head instead of a GEMM: OpenBLAS ran a GEMM of 2-4 rows 2-3x
+slower than as many matrix-vector products (9 243 x 384, 2 threads). A product of K heads rounds differently
 from K products of one (other kernels and blocking), so a head's numbers in a batch are those
 of its unbatched fit within float32 rounding (tests/irl/test_batch.py), not bit for bit.
 """
@@ -141,6 +141,7 @@ class _Pass:
                      for c, e in zip(self.configs, ensemble)]
             self.ensemble = ops.from_torch(torch.stack(masks), device)
         self.live = np.arange(K)  # slots of the heads still in the pass
+        self.row_buffer = None  # D[S_t]'s rows, reused round after round (ops.rows)
         self._constants()
         self.optimiser = Optimiser([c.optimizer for c in self.configs],
                                    [c.lr for c in self.configs], self.W, ops)
@@ -155,7 +156,6 @@ class _Pass:
 
         self.max_margin = sum(c.objective == "max_margin" for c in cs)  # rows [0, this)
         self.M, self.tau = column([c.M for c in cs]), column([c.tau for c in cs])
-        self.M_fail, self.tau_fail = [c.M_fail for c in cs], [c.tau_fail for c in cs]
         self.alpha = column([c.l2_fail if c.dual_path else 0.0 for c in cs])
         self.dual = any(c.dual_path for c in cs)  # else θ_F is 0 and stays so: no l2 term
         self.alpha2 = 2 * self.alpha if self.dual else None
@@ -239,7 +239,8 @@ class _Pass:
         else:
             l2 = 0.0  # and grad[:, 1] stays 0
         for h, pairs, g in sampled:  # the failure head learns from its sampled rows only
-            grad[h, 1] += g @ ops.rows(D, pairs, self)
+            block, self.row_buffer = ops.rows(D, pairs, self.row_buffer)
+            grad[h, 1] += g @ block
         self.optimiser.step(W, grad)
         # this step's (base, fail, l2) losses: a view into the history while no head has ended
         terms = self.losses[t, s] if self.all_live else np.empty((len(live), 3), np.float32)

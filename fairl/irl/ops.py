@@ -52,14 +52,14 @@ class NumpyOps:
         return np.maximum(x, 0, out=x)
 
     @staticmethod
-    def rows(D, index, owner):
-        """D[index] into a buffer kept on `owner`: a new array of this size (a few MB) is
-        fresh pages every round, and evicts D from the cache (FA-IRL's S_t rows)."""
-        buffer = getattr(owner, "_rows", None)
+    def rows(D, index, buffer):
+        """(D[index], the buffer it is in): `buffer` (or None) is reused, grown when too small.
+        A new array of this size (a few MB) is fresh pages every round, and evicts D from the
+        cache (FA-IRL's S_t rows)."""
         if buffer is None or len(buffer) < len(index) or buffer.shape[1:] != D.shape[1:]:
-            buffer = owner._rows = np.empty((len(index),) + D.shape[1:], D.dtype)
+            buffer = np.empty((len(index),) + D.shape[1:], D.dtype)
         # mode="clip" (the indices are valid): with "raise", numpy copies `out` once more
-        return np.take(D, index, axis=0, out=buffer[:len(index)], mode="clip")
+        return np.take(D, index, axis=0, out=buffer[:len(index)], mode="clip"), buffer
 
     @staticmethod
     def sign(x):
@@ -135,8 +135,8 @@ class TorchOps:
         return x.clamp_min_(0)
 
     @staticmethod
-    def rows(D, index, owner):
-        return D[index]
+    def rows(D, index, buffer):
+        return D[index], None
 
     sign = torch.sign
 
