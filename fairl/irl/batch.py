@@ -232,20 +232,42 @@ class _Pass:
         fail, n_sampled, sampled = self._failure_terms(margins, failures, n_failures, lam, p,
                                                        b, grads)
         grad = self.grad  # (H, 2, d), written whole below
-        ops.gradient(grads, D, grad[:, 0])  # the one backward product
+        # The failure head learns from its sampled rows only, D[S_t]ᵀ g_S: a large S_t as a
+        # dense row of G (zero off S_t) in the backward product, a small one by its rows.
+        share = ops.dense_share(len(live))
+        dense = [(h, pairs, g) for h, pairs, g in sampled if len(pairs) >= share * b]
+        if dense:
+            G = self._dense_block(grads, dense)
+            out = ops.gradient(G, D, ops.zeros((len(G), D.shape[1]), W))  # the one backward
+            grad[:, 0] = out[:len(live)]
+        else:
+            ops.gradient(grads, D, grad[:, 0])  # the one backward product
         if self.dual:
             grad[:, 1] = self.alpha2 * W[:, 1]  # ∂(α‖θ_F‖²)/∂θ_F = 2α θ_F
             l2 = ops.host(self.alpha[:, 0] * ops.vecdot(W[:, 1], W[:, 1]))
         else:
             l2 = 0.0  # and grad[:, 1] stays 0
-        for h, pairs, g in sampled:  # the failure head learns from its sampled rows only
-            block, self.row_buffer = ops.rows(D, pairs, self.row_buffer)
-            grad[h, 1] += g @ block
+        if dense:
+            heads = ops.index([h for h, _, _ in dense], self.device)
+            grad[heads, 1] += out[len(live):]
+        for h, pairs, g in sampled:
+            if len(pairs) < share * b:
+                block, self.row_buffer = ops.rows(D, pairs, self.row_buffer)
+                grad[h, 1] += g @ block
         self.optimiser.step(W, grad)
         # this step's (base, fail, l2) losses: a view into the history while no head has ended
         terms = self.losses[t, s] if self.all_live else np.empty((len(live), 3), np.float32)
         terms[:, 0], terms[:, 1], terms[:, 2] = ops.host(base), fail, l2
         self._record(t, s, rows, margins, sums, failures, n_failures, n_sampled, terms, lam)
+
+    def _dense_block(self, grads, dense):
+        """[grads; one row per dense head with its λ_t ∂L_fail/∂Δ on S_t, zero elsewhere]."""
+        H, b = grads.shape
+        G = self.ops.zeros((H + len(dense), b), grads)
+        G[:H] = grads
+        for row, (_, pairs, g) in enumerate(dense, H):
+            G[row, pairs] = g
+        return G
 
     def _failure_terms(self, margins, failures, n_failures, lam, p, b: int, grads):
         """S_t per head, its loss (H,) and [(head, S_t, λ_t ∂L_fail/∂Δ)] for the failure heads;
