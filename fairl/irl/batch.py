@@ -31,7 +31,7 @@ import torch
 from fairl.devices import resolve_device
 from fairl.irl.config import FitConfig
 from fairl.irl.failures import ensemble_failure_mask, failure_budget
-from fairl.irl.losses import hinge_terms, logistic_terms
+from fairl.irl.losses import hinge_pair_terms, hinge_terms, logistic_pair_terms, logistic_terms
 from fairl.irl.ops import NumpyOps, TorchOps
 from fairl.irl.optim import Optimiser
 from fairl.irl.result import (
@@ -160,8 +160,8 @@ class _Pass:
         self.dual = any(c.dual_path for c in cs)  # else θ_F is 0 and stays so: no l2 term
         self.alpha2 = 2 * self.alpha if self.dual else None
         self.grad = ops.zeros_like(self.W)  # the step's gradient, reused round after round
-        self.strict = [ops.tensor([[c.M_fail if c.objective == "max_margin" else c.tau_fail]],
-                                  self.W) for c in cs]
+        self.strict_values = np.array([c.M_fail if c.objective == "max_margin" else c.tau_fail
+                                       for c in cs])
         self.all_live = len(cs) == len(self.configs)
         self.last_round = min(c.rounds for c in cs) - 1 if cs else 0  # no head ends before
         self.watched = any(self.monitors[h] is not None for h in self.live)
@@ -271,31 +271,62 @@ class _Pass:
 
     def _failure_terms(self, margins, failures, n_failures, lam, p, b: int, grads):
         """S_t per head, its loss (H,) and [(head, S_t, λ_t ∂L_fail/∂Δ)] for the failure heads;
-        where the failure loss moves θ_D, its gradient also goes into the base `grads`."""
-        ops, fail, sampled = self.ops, np.zeros(len(self.live), np.float32), []
+        where the failure loss moves θ_D, its gradient also goes into the base `grads`.
+
+        The failure loss of every head's S_t is one pass over their pairs side by side (each
+        pair with its head's strict constant and weight λ_t / |S_t|), not one per head."""
+        ops, fail = self.ops, np.zeros(len(self.live), np.float32)
         sizes = np.zeros(len(self.live), np.int64)  # |S_t| per head
+        budgets = []  # (head, k) of the heads with a failure step this round
         for h, slot in enumerate(self.live):
             c = self.configs[slot]
             k = failure_budget(int(n_failures[h]), b, p[h], c.failure_budget) \
                 if not self.none[h] else 0
-            if k == 0 or lam[h] <= 0:
-                continue
-            pairs = ops.nonzero(failures[h])
+            if k > 0 and lam[h] > 0:
+                budgets.append((h, k))
+        if not budgets:
+            return fail, sizes, []
+        flat = ops.nonzero(failures.reshape(-1))  # F_t of each head: h b + pair, row by row
+        ends = np.cumsum(n_failures)
+        chosen = []  # S_t of each head, as indices into margins.reshape(-1)
+        for h, k in budgets:
+            pairs = flat[ends[h] - n_failures[h]:ends[h]]
+            c = self.configs[self.live[h]]
             if k < len(pairs):
                 if c.failure_sampling == "random":
-                    pairs = pairs[ops.randperm(len(pairs), self.generators[slot], self.device)[:k]]
+                    pairs = pairs[ops.randperm(len(pairs), self.generators[self.live[h]],
+                                               self.device)[:k]]
                 else:  # hardest: the lowest margins
-                    pairs = pairs[ops.smallest(margins[h, pairs], k)]
-            # The failure loss sees R = R_D + R_F: the same Δ; strict constants, weight λ_t.
-            terms = hinge_terms if c.objective == "max_margin" else logistic_terms
-            loss, g = terms(margins[h, pairs][None], self.strict[h], float(lam[h]) / len(pairs),
-                            ops)
-            g = g[0]
-            fail[h], sizes[h] = float(loss[0]), len(pairs)
+                    pairs = pairs[ops.smallest(margins.reshape(-1)[pairs], k)]
+            chosen.append(pairs)
+        heads = np.array([h for h, _ in budgets], np.intp)
+        lengths = np.array([len(pairs) for pairs in chosen], np.int64)
+        sizes[heads] = lengths
+        # The failure loss sees R = R_D + R_F: the same Δ; strict constants, weight λ_t.
+        values = margins.reshape(-1)[ops.concat(chosen)]
+        each = self.strict_values[heads], lam[heads] / lengths  # per head: constant, weight
+        strict, weight = (ops.tensor(np.repeat(v, lengths), values) for v in each)
+        cut = int(lengths[:np.searchsorted(heads, self.max_margin)].sum())  # hinge pairs first
+        if cut == len(values):
+            losses, g = hinge_pair_terms(values, strict, weight, ops)
+        elif cut == 0:
+            losses, g = logistic_pair_terms(values, strict, weight, ops)
+        else:
+            losses, g = ops.zeros_like(values), ops.zeros_like(values)
+            losses[:cut], g[:cut] = hinge_pair_terms(values[:cut], strict[:cut], weight[:cut],
+                                                     ops)
+            losses[cut:], g[cut:] = logistic_pair_terms(values[cut:], strict[cut:],
+                                                        weight[cut:], ops)
+        fail[heads] = ops.segment_sums(losses, lengths) / lengths  # each head's mean
+        sampled, offset = [], 0
+        for (h, _), flat_pairs in zip(budgets, chosen):
+            pairs = flat_pairs - h * b
+            g_h, offset = g[offset:offset + len(pairs)], offset + len(pairs)
+            slot = self.live[h]
             if self.to_base[h]:
-                grads[h, pairs] += g
-            if c.dual_path:
-                sampled.append((h, pairs, g))
+                grads[h, pairs] += g_h
+            if self.configs[slot].dual_path:
+                sampled.append((h, pairs, g_h))
         return fail, sizes, sampled
 
     def _record(self, t: int, s: int, rows, margins, sums, failures, n_failures, n_sampled,

@@ -50,3 +50,20 @@ def logistic_terms(margins, tau, scale: float, ops):
     softplus = ops.log(1 + ops.exp(-abs(x)))
     softplus += ops.relu_(x)
     return softplus.mean(1), sigmoid * (-scale / tau)
+
+
+def hinge_pair_terms(margins, M, weight, ops):
+    """Per pair (1-D margins, each pair's own M and weight w): max(0, M - Δ_i) and
+    w · ∂max(0, M - Δ_i)/∂Δ_i; many heads' failure sets side by side in one pass."""
+    active = margins < M
+    return ops.relu_(M - margins), active * -weight
+
+
+def logistic_pair_terms(margins, tau, weight, ops):
+    """Per pair (1-D, each pair's own τ and weight w): softplus(-Δ_i/τ) and w · ∂/∂Δ_i,
+    computed as logistic_terms computes them."""
+    x = margins * (-1 / tau)
+    sigmoid = 1 / (1 + ops.exp(-x))
+    softplus = ops.log(1 + ops.exp(-abs(x)))
+    softplus += ops.relu_(x)
+    return softplus, sigmoid * (-weight / tau)

@@ -88,6 +88,15 @@ class NumpyOps:
         return np.flatnonzero(row)
 
     @staticmethod
+    def concat(arrays):
+        return np.concatenate(arrays)
+
+    @staticmethod
+    def segment_sums(values, lengths) -> np.ndarray:
+        """Sums of consecutive runs of `values` of the given (positive) lengths."""
+        return np.add.reduceat(values, np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+
+    @staticmethod
     def smallest(values, k: int):
         return np.argpartition(values, k - 1)[:k]
 
@@ -164,6 +173,16 @@ class TorchOps:
     @staticmethod
     def nonzero(row):
         return row.nonzero().squeeze(1)
+
+    @staticmethod
+    def concat(arrays):
+        return torch.cat(arrays)
+
+    @staticmethod
+    def segment_sums(values, lengths) -> np.ndarray:
+        counts = torch.as_tensor(lengths, device=values.device)
+        ids = torch.arange(len(counts), device=values.device).repeat_interleave(counts)
+        return values.new_zeros(len(counts)).index_add_(0, ids, values).cpu().numpy()
 
     @staticmethod
     def smallest(values, k: int):
