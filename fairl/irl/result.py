@@ -51,8 +51,11 @@ class FitResult:
         return h @ self.theta_F + np.float32(self.b_F)
 
     def reward(self, h: np.ndarray) -> np.ndarray:
-        """R(o) = R_D(o) + R_F(o)."""
-        return self.reward_D(h) + self.reward_F(h)
+        """R(o) = R_D(o) + R_F(o), as one product h (θ_D + θ_F) + b_D + b_F."""
+        if self.theta_F is None:
+            return self.reward_D(h)
+        theta = np.asarray(self.theta_D, np.float32) + np.asarray(self.theta_F, np.float32)
+        return np.asarray(h, dtype=np.float32) @ theta + np.float32(self.b_D + self.b_F)
 
     def heads(self) -> dict[str, np.ndarray]:
         """The heads as arrays: the one layout of every heads file (save, rewards.npz)."""
