@@ -6,9 +6,9 @@ and one more every head's base-path gradient, G D with G (K, n) the loss gradien
 (plus, where the failure loss moves θ_D, its sampled entries). Each head keeps its own
 schedules, generator (init, S_t draws, minibatch order: the draws of an unbatched fit),
 failure sets, optimiser state and divergence check; the failure head's gradient comes from
-its sampled rows alone (D[S_t]ᵀ g_S: a large S_t as a dense row of G in the backward
-product, a small one by its gathered rows; ops.dense_share). A head that ends (its last round, a divergence, an
-error from its monitor) leaves the pass; the others go on. Minibatch heads (batch_size set)
+its sampled rows alone (D[S_t]ᵀ g_S: a large S_t as a dense row of G in the backward product,
+a small one by its gathered rows; ops.dense_share). A head that ends (its last round, a
+divergence, an error from its monitor) leaves the pass; the others go on. Minibatch heads (batch_size set)
 draw their own row order, so each runs in a pass of its own. fit() is the K = 1 case.
 
 Arrays: numpy on the CPU (OpenBLAS's products; AMD EPYC, 2 cores: a matrix-vector product

@@ -45,11 +45,8 @@ def hinge_terms(margins, M, scale: float, ops):
 def logistic_terms(margins, tau, scale: float, ops):
     """Per head: the mean of softplus(-Δ_i/τ) = -log σ(Δ_i/τ) (max-entropy; tau (H, 1)), and
     scale · ∂/∂Δ_i = -scale σ(-Δ_i/τ)/τ; softplus(x) = max(x, 0) + log(1 + e^-|x|)."""
-    x = margins * (-1 / tau)
-    sigmoid = 1 / (1 + ops.exp(-x))  # e^-x = inf gives 0, not NaN
-    softplus = ops.log(1 + ops.exp(-abs(x)))
-    softplus += ops.relu_(x)
-    return softplus.mean(1), sigmoid * (-scale / tau)
+    softplus, grad = logistic_pair_terms(margins, tau, scale, ops)
+    return softplus.mean(1), grad
 
 
 def hinge_pair_terms(margins, M, weight, ops):
@@ -60,10 +57,10 @@ def hinge_pair_terms(margins, M, weight, ops):
 
 
 def logistic_pair_terms(margins, tau, weight, ops):
-    """Per pair (1-D, each pair's own τ and weight w): softplus(-Δ_i/τ) and w · ∂/∂Δ_i,
-    computed as logistic_terms computes them."""
+    """Per pair: softplus(-Δ_i/τ) and w · ∂/∂Δ_i = -w σ(-Δ_i/τ)/τ (τ and w broadcast against
+    the margins: per pair, per row (H, 1), or one number)."""
     x = margins * (-1 / tau)
-    sigmoid = 1 / (1 + ops.exp(-x))
+    sigmoid = 1 / (1 + ops.exp(-x))  # e^-x = inf gives 0, not NaN
     softplus = ops.log(1 + ops.exp(-abs(x)))
     softplus += ops.relu_(x)
     return softplus, sigmoid * (-weight / tau)

@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from fairl.irl import max_entropy_loss, max_margin_loss
-from fairl.irl.losses import hinge_terms, l2_penalty, logistic_terms
+from fairl.irl.losses import (
+    hinge_pair_terms,
+    hinge_terms,
+    l2_penalty,
+    logistic_pair_terms,
+    logistic_terms,
+)
 from fairl.irl.ops import NumpyOps, TorchOps
 
 
@@ -66,3 +72,24 @@ def test_hand_terms_take_one_constant_per_head():
     mean, grad = hinge_terms(margins, M, 0.5, NumpyOps)
     assert mean.tolist() == [0.25, 1.75]  # (0.5 + 0) / 2, (2.5 + 1) / 2
     assert grad.tolist() == [[-0.5, 0.0], [-0.5, -0.5]]
+
+
+@pytest.mark.parametrize("ops", [NumpyOps, TorchOps], ids=["numpy", "torch"])
+@pytest.mark.parametrize("pair_terms,terms,constants", [
+    (hinge_pair_terms, hinge_terms, (2.0, 3.5)), (logistic_pair_terms, logistic_terms, (0.5, 0.2)),
+])
+def test_pair_terms_are_each_heads_terms_side_by_side(pair_terms, terms, constants, ops):
+    """Two heads' failure sets (3 and 5 pairs) in one pass, each pair with its head's constant
+    and weight: each head's mean and gradient are those of its own terms."""
+    margins = np.array([0.3, 2.5, -1.0, 4.0, 0.1, 3.4, -0.2, 1.9], np.float32)
+    lengths, weights = [3, 5], [0.7, 0.05]
+    each = (np.repeat(constants, lengths).astype(np.float32),
+            np.repeat(weights, lengths).astype(np.float32))
+    flat = margins if ops is NumpyOps else torch.from_numpy(margins)
+    losses, grad = pair_terms(flat, *(ops.tensor(v, flat) for v in each), ops)
+    sums = ops.segment_sums(losses, lengths)
+    for h, (start, end) in enumerate([(0, 3), (3, 8)]):
+        rows = flat[start:end][None]
+        mean, own = terms(rows, ops.tensor([[constants[h]]], rows), weights[h], ops)
+        assert sums[h] / lengths[h] == pytest.approx(float(mean[0]), rel=1e-6)
+        np.testing.assert_allclose(np.asarray(grad[start:end]), np.asarray(own[0]), rtol=1e-6)
