@@ -383,19 +383,28 @@ def stable_prompt_code(pid: str) -> int:
 
 
 def to_pairs(ds_split, encoder="minilm", **encode_options):
-    """A PairSet split as `fairl.pairs.Pairs`: embeddings of both sides, r*, T→NT, texts."""
-    text_T, text_NT = list(ds_split["o_T"]), list(ds_split["o_NT"])
+    """A PairSet split as `fairl.pairs.Pairs`: embeddings of both sides, r*, T→NT, texts.
+
+    The columns are read from one Arrow table of the split: a `datasets` column of a joined
+    split (train = several splits) is otherwise read row by row (~2 s for the default world's
+    9 243 pairs, against a few ms)."""
+    table = ds_split.with_format("arrow")[:]
+
+    def column(name: str) -> list:
+        return table.column(name).to_pylist()
+
+    text_T, text_NT = column("o_T"), column("o_NT")
     vectors = encode(text_T + text_NT, encoder, **encode_options)  # one call: shared dedupe
     return Pairs(
         h_T=vectors[: len(text_T)],
         h_NT=vectors[len(text_T):],
-        gt_T=np.asarray(ds_split["r_T"], dtype=np.float64),
-        gt_NT=np.asarray(ds_split["r_NT"], dtype=np.float64),
-        prompt_ids=np.array([stable_prompt_code(p) for p in ds_split["prompt_id"]], dtype=np.int64),
-        tnt=np.asarray(ds_split["tnt"], dtype=bool),
+        gt_T=np.asarray(column("r_T"), dtype=np.float64),
+        gt_NT=np.asarray(column("r_NT"), dtype=np.float64),
+        prompt_ids=np.array([stable_prompt_code(p) for p in column("prompt_id")], dtype=np.int64),
+        tnt=np.asarray(column("tnt"), dtype=bool),
         text_T=text_T,
         text_NT=text_NT,
-        prompts=list(ds_split["prompt"]),
+        prompts=column("prompt"),
     )
 
 

@@ -25,7 +25,9 @@ whole configuration evaluated on every seed of the study:
 * names: `<variant> · <searched values> #<trial number>`; the experiment's tags make
   MLflow's UI open on the runs table with the columns a comparison needs (fairl.runs.store).
 Logging goes through `MlflowClient.log_batch` (one call per run; a per-point loop is ~30x
-slower). mlflow is imported lazily: it costs ~2 s.
+slower); on a SQL store (SQLite, PostgreSQL) a run's new metrics go in as two bulk INSERTs
+into MLflow's own tables instead (`insert_new_metrics`: ~7x faster). mlflow is imported
+lazily: it costs ~2 s.
 """
 
 from __future__ import annotations
@@ -158,11 +160,73 @@ def log_run(uri: str, run_id: str, *, params: dict[str, Any] | None = None,
     for name, values in (curves or {}).items():
         batch_metrics += [Metric(f"curve/{name}", float(value), now, step)
                           for step, value in values.items()]
-    client(uri).log_batch(
-        run_id,
-        metrics=batch_metrics,
-        params=[Param(key, str(value)[:6000]) for key, value in (params or {}).items()],
-        tags=[RunTag(key, str(value)[:8000]) for key, value in (tags or {}).items()])
+    mlflow_client = client(uri)
+    batch = {"params": [Param(key, str(value)[:6000]) for key, value in (params or {}).items()],
+             "tags": [RunTag(key, str(value)[:8000]) for key, value in (tags or {}).items()]}
+    store = _sql_store(mlflow_client)
+    if store is None or not batch_metrics:
+        mlflow_client.log_batch(run_id, metrics=batch_metrics, **batch)
+        return
+    if batch["params"] or batch["tags"]:
+        mlflow_client.log_batch(run_id, **batch)
+    if not insert_new_metrics(mlflow_client, store, run_id, batch_metrics):
+        mlflow_client.log_batch(run_id, metrics=batch_metrics)  # keys it has: MLflow merges
+
+
+def _sql_store(mlflow_client) -> Any:
+    """The client's MLflow SqlAlchemyStore (a SQLite or PostgreSQL URI), or None (a server)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # heavy: see client
+
+    store = getattr(getattr(mlflow_client.raw, "_tracking_client", None), "store", None)
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def insert_new_metrics(mlflow_client, store, run_id: str, metrics: list) -> bool:
+    """A run's metrics written into MLflow's own tables (its SqlMetric and SqlLatestMetric
+    models, through the store's session) with one INSERT each; False, writing nothing, when
+    the run already has one of their keys (MLflow's log_batch then merges them).
+
+    MLflow's SQL log_batch builds one ORM object per point and per latest value: ~80 ms for a
+    trial's ~320 points here, against ~11 ms for these two bulk INSERTs. For new keys the rows
+    are the same: each point as MLflow stores it (NaN as 0 with is_nan, ±inf clipped, its
+    validation first) and each key's latest = its largest (step, timestamp, value), as
+    MLflow's _update_latest_metrics_if_necessary picks (tests/runs/test_runs.py compares the
+    two stores)."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+    from mlflow.utils.validation import _validate_metric
+    from sqlalchemy import func, insert, select
+
+    rows, latest = {}, {}
+    for metric in metrics:
+        _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
+        is_nan, value = store.sanitize_metric_value(metric.value)
+        row = {"run_uuid": run_id, "key": metric.key, "value": value,
+               "timestamp": metric.timestamp, "step": metric.step, "is_nan": is_nan}
+        rows[(metric.key, metric.timestamp, metric.step, value, is_nan)] = row  # MLflow dedups
+        old = latest.get(metric.key)
+        if old is None or (row["step"], row["timestamp"], value) > \
+                (old["step"], old["timestamp"], old["value"]):
+            latest[metric.key] = row
+    keys = sorted(latest)
+
+    def present(session) -> int:
+        return session.execute(select(func.count()).select_from(SqlLatestMetric).where(
+            SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key.in_(keys))).scalar_one()
+
+    def write() -> bool:
+        with store.ManagedSessionMaker(read_only=False) as session:
+            store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
+            if present(session):
+                return False
+            session.execute(insert(SqlMetric.__table__), list(rows.values()))
+            session.execute(insert(SqlLatestMetric.__table__), [latest[key] for key in keys])
+        return True
+
+    def went_in() -> bool | None:  # a retried write whose first try committed
+        with store.ManagedSessionMaker() as session:
+            return True if present(session) == len(keys) else None
+
+    return mlflow_client.wait_out(write, went_in)
 
 
 def log_text(uri: str, run_id: str, text: str | bytes, path: str) -> None:

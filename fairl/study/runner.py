@@ -322,6 +322,9 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
         sampler=make_sampler(study_def, offset, batched), pruner=study_def.pruner(batched))
     lock = StudyLock(context.storage, study_def.name)
     on_killed = _run_killer(context, study_def.name)
+    # Everything imported so far (torch, mlflow, sqlalchemy: ~0.5 M objects) leaves the
+    # collector's view; full collections otherwise stall MLflow's many small ORM objects.
+    gc.freeze()
     if batched:
         try:
             with numpy_blas_threads(_torch_threads()):
@@ -331,9 +334,6 @@ def work(context: WorkerContext, on_trial=None) -> Tally:
         finally:
             outage.set_task(None)
     parent = os.getppid()
-    # Everything imported so far (torch, mlflow, sqlalchemy: ~0.5 M objects) leaves the
-    # collector's view; full collections otherwise stall MLflow's many small ORM objects.
-    gc.freeze()
     try:
         with numpy_blas_threads(_torch_threads()):  # fairl.devices: why
             while context.workers == 1 or os.getppid() == parent:

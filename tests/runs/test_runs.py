@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from study_support import free_port, use_store
+from study_support import free_port, postgres_or_skip, use_store
 
 from fairl.pairs import Pairs
 from fairl.runs import provenance, read, write
@@ -113,6 +113,61 @@ def test_runs_log_in_one_batch_and_fail_with_a_traceback(store):
     write.kill_run(uri, parent, "launcher died")
     assert client.get_run(parent).info.status == write.KILLED
     assert provenance.environment_tags()["fairl_version"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_uri(request, store):
+    """The default SQLite store, and an MLflow store on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield runs_store.resolve_tracking_uri()
+        return
+    with postgres_or_skip() as url:
+        yield url.replace("postgresql://", "postgresql+psycopg2://")
+
+
+def test_bulk_metrics_are_the_rows_mlflow_log_batch_makes(sql_uri):
+    """insert_new_metrics (a SQL store's fast path) against MLflow's own log_batch: the same
+    latest values and the same history for every key, NaN and ±inf included; a second log of
+    a key it has goes through MLflow's merge; a bad key is refused before anything is written."""
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    uri = sql_uri
+    experiment = runs_store.experiment_id(uri, "bulk-metrics")
+    client = runs_store.client(uri)
+    assert write._sql_store(client) is not None  # a SQL store: the fast path
+    points = [Metric("a", 1.0, 5, 0), Metric("a", 3.0, 5, 2), Metric("a", 2.0, 5, 2),
+              Metric("a", 3.0, 5, 2),  # a duplicate point: stored once
+              Metric("b", float("nan"), 5, 0), Metric("c", float("inf"), 5, 1),
+              Metric("c", -float("inf"), 5, 0), Metric("d", 0.5, 9, 0), Metric("d", 0.7, 4, 0)]
+    fast, slow = (write.start_run(uri, experiment, name, {}) for name in ("fast", "slow"))
+    assert write.insert_new_metrics(client, write._sql_store(client), fast, points)
+    client.log_batch(slow, metrics=points)
+
+    def stored(run):  # NaN as a string, so that the two stores' values compare equal
+        def value(v):
+            return "nan" if np.isnan(v) else v
+
+        latest = client.get_run(run).data.metrics
+        history = {key: sorted((m.step, m.timestamp, value(m.value)) for m in
+                               client.get_metric_history(run, key)) for key in latest}
+        return {key: value(v) for key, v in latest.items()}, history
+
+    latest, history = stored(fast)
+    assert (latest, history) == stored(slow)
+    assert latest == {"a": 3.0, "b": "nan", "c": latest["c"], "d": 0.5} and latest["c"] > 1e300
+    assert history["a"] == [(0, 5, 1.0), (2, 5, 2.0), (2, 5, 3.0)]  # the duplicate once
+    # the run has key a now: the fast path declines, log_run goes through MLflow's merge
+    assert not write.insert_new_metrics(client, write._sql_store(client), fast,
+                                        [Metric("a", 9.0, 6, 7)])
+    write.log_run(uri, fast, curves={"x": {0: 1.0}}, metrics={"a": 9.0})
+    latest, history = stored(fast)
+    assert latest["a"] == 3.0 and (0, history["a"][1][1], 9.0) in history["a"]  # step 2 stays
+    assert latest["curve/x"] == 1.0
+    bad = write.start_run(uri, experiment, "bad", {})
+    with pytest.raises(MlflowException):
+        write.log_run(uri, bad, metrics={"ok": 1.0, "up/../key": 2.0})
+    assert client.get_run(bad).data.metrics == {}
 
 
 def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120) -> int:
