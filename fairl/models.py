@@ -34,6 +34,9 @@ from fairl.runs.read import seeds_of
 from fairl.runs.store import client
 from fairl.runs.write import local_dir, start_logged_model, write_files
 
+# libyaml's loader and emitter where PyYAML was built with it (its wheels are)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 ARTIFACT = "reward"  # the model's name in a trial run: runs:/<run id>/reward
 HEADS_FILE = "heads.npz"
 OUTPUTS = ("R", "R_D", "R_F")
@@ -176,7 +179,8 @@ def model_files(encoder: str | None, dim: int, example, results: dict[int, FitRe
     artifact location set as Model.log sets them."""
     saved, size, heads_path = _pyfunc_files(encoder, dim, _example_key(example, encoder))
     heads = heads_bytes(results)
-    mlmodel = Model.from_dict(yaml.safe_load(saved["MLmodel"]))
+    # MLflow's own MLmodel (save_model wrote it): libyaml's safe loader, 0.4 ms against 3 ms
+    mlmodel = Model.from_dict(yaml.load(saved["MLmodel"], Loader=_SAFE_LOADER))
     mlmodel.run_id, mlmodel.model_id = run_id, model_id
     mlmodel.model_uuid = model_id or uuid.uuid4().hex
     mlmodel.artifact_path = artifact_location
@@ -187,7 +191,10 @@ def model_files(encoder: str | None, dim: int, example, results: dict[int, FitRe
     mlmodel.flavors[mlflow.pyfunc.FLAVOR_NAME][MODEL_CONFIG] = {"best_seed": best_seed}
     # save_model's size: every file but the environment's and MLmodel, before they are written.
     mlmodel.model_size_bytes = size - len(saved[heads_path]) + len(heads)
-    return {**saved, heads_path: heads, "MLmodel": mlmodel.to_yaml().encode()}
+    # Model.to_yaml's text (its safe_dump, default_flow_style=False) by libyaml's emitter:
+    # 0.3 ms against 2 ms a trial; tests/test_models.py checks the two texts are the same
+    text = yaml.dump(mlmodel.to_dict(), Dumper=_SAFE_DUMPER, default_flow_style=False)
+    return {**saved, heads_path: heads, "MLmodel": text.encode()}
 
 
 def _metadata(encoder: str | None, best_seed: int, results: dict[int, FitResult]) -> dict:

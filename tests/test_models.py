@@ -34,6 +34,7 @@ def test_model_files_are_what_pyfunc_save_model_writes(tmp_path):
     """Every file but MLmodel is save_model's byte for byte (the pickle: the same model);
     MLmodel is save_model's but for what differs between two saves (time, uuid, temp paths)."""
     import mlflow.pyfunc
+    from mlflow.models import Model
 
     results, example = heads(), np.arange(2 * DIM, dtype=np.float32).reshape(2, DIM)
     files = models.model_files(None, DIM, example, results, 1, run_id="r1", model_id="m-1",
@@ -55,6 +56,9 @@ def test_model_files_are_what_pyfunc_save_model_writes(tmp_path):
         assert files[name] == saved[name], name
     ours, theirs = pickle.loads(files["python_model.pkl"]), pickle.loads(saved["python_model.pkl"])
     assert (type(ours), ours.encoder, ours.dim) == (type(theirs), theirs.encoder, theirs.dim)
+    # MLmodel's text is what MLflow's own Model.to_yaml writes for it
+    assert files["MLmodel"].decode() == Model.from_dict(
+        yaml.safe_load(files["MLmodel"])).to_yaml()
     ours, theirs = yaml.safe_load(files["MLmodel"]), yaml.safe_load(saved["MLmodel"])
     assert (ours["run_id"], ours["model_id"], ours["model_uuid"], ours["artifact_path"]) == (
         "r1", "m-1", "m-1", "file:///somewhere")

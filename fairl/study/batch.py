@@ -69,7 +69,10 @@ def work_batched(context: WorkerContext, study_def: Study, study, lock, on_kille
                 reap_trials(study, on_killed, busy=logger.busy())
                 counts = tally(study.get_trials(deepcopy=False))
                 left = context.target - counts.done - counts.running
-                size = min(context.batch, max(left, counts.waiting))
+                # The last trials are shared out among the workers: one worker does not fit a
+                # whole batch while the others have nothing left to ask for.
+                share = -(-left // max(1, context.workers)) if left > 0 else left
+                size = min(context.batch, max(share, counts.waiting))
                 if stop_pending() or size <= 0:
                     break
                 batch = []
