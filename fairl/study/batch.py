@@ -2,7 +2,7 @@
 
 fairl.study.runner.work hands a study with batch K > 1 to `work_batched`: under the study
 lock it reaps, counts and asks Optuna for up to K trials (TPE with constant_liar, so the K
-differ), each with its worker recorded before the lock is released; outside it, it starts
+differ; near the end at most its share, ceil(left / workers), of the trials left), each with its worker recorded before the lock is released; outside it, it starts
 their MLflow runs and fits every seed of every trial with fairl.irl.fit_many (heads on the
 same training pairs share one pass). A logging thread then writes each trial's run whole
 (fairl.study.trial.finish_trial) and only then tells Optuna, while the main thread fits the
@@ -68,11 +68,8 @@ def work_batched(context: WorkerContext, study_def: Study, study, lock, on_kille
             with logger.guard, lock, interrupts(False):
                 reap_trials(study, on_killed, busy=logger.busy())
                 counts = tally(study.get_trials(deepcopy=False))
-                left = context.target - counts.done - counts.running
-                # The last trials are shared out among the workers: one worker does not fit a
-                # whole batch while the others have nothing left to ask for.
-                share = -(-left // max(1, context.workers)) if left > 0 else left
-                size = min(context.batch, max(share, counts.waiting))
+                size = batch_size(context.batch, context.target - counts.done - counts.running,
+                                  counts.waiting, context.workers)
                 if stop_pending() or size <= 0:
                     break
                 batch = []
@@ -85,6 +82,15 @@ def work_batched(context: WorkerContext, study_def: Study, study, lock, on_kille
     finally:
         logger.close()
     return tally(study.get_trials(deepcopy=False))
+
+
+def batch_size(batch: int, left: int, waiting: int, workers: int) -> int:
+    """How many trials a worker asks for: up to `batch`, the re-queued (`waiting`) ones at
+    least; near the end its share of the `left` ones, ceil(left / workers), so the last trials
+    are shared out and one worker does not fit a whole batch while the others have nothing
+    left to ask for."""
+    share = -(-left // max(1, workers)) if left > 0 else left
+    return min(batch, max(share, waiting))
 
 
 def _run_batch(batch: list[_Trial], study: Study, context: WorkerContext, logger) -> None:

@@ -15,6 +15,7 @@ from study_support import runs_of, trial_runs, use_store, write_study
 
 from fairl.runs import store as runs_store
 from fairl.runs import write
+from fairl.study.batch import batch_size
 from fairl.study.runner import run_study
 from fairl.study.spec import load_study, resolve
 from fairl.study.storage import open_storage, resolve_storage
@@ -31,6 +32,17 @@ def store(tmp_path, monkeypatch, tmp_path_factory):
 
 def _trials(name: str):
     return optuna.load_study(study_name=name, storage=open_storage(resolve_storage())).trials
+
+
+def test_the_last_trials_are_shared_out_among_the_workers():
+    """Full batches while enough trials are left, then each worker's share, re-queued trials
+    whatever the count; nothing once none is left or waiting."""
+    assert batch_size(32, 1000, 0, 2) == 32
+    assert batch_size(32, 40, 0, 2) == 20 and batch_size(32, 20, 0, 2) == 10
+    assert batch_size(32, 1, 0, 2) == 1 and batch_size(32, 40, 0, 1) == 32
+    assert batch_size(32, 5, 0, 3) == 2
+    assert batch_size(32, 0, 3, 2) == 3 and batch_size(32, -2, 40, 2) == 32  # the re-queued
+    assert batch_size(32, 0, 0, 2) <= 0 and batch_size(32, -1, 0, 2) <= 0
 
 
 def test_a_batched_study_logs_every_trial_whole_with_its_unbatched_numbers(store, tmp_path):
