@@ -1,5 +1,3 @@
-import sys
+from fairl.cli import entry
 
-from fairl.cli import main
-
-sys.exit(main())
+entry()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import signal
 import threading
 
@@ -91,3 +92,12 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def skip_exit_collection() -> None:
+    """Every object alive now leaves the collector's view (gc.freeze), so the collections
+    the interpreter runs as it exits skip them; call it as a process ends. A study launch
+    ends holding millions of objects (torch, mlflow, sqlalchemy, the world's arrays), and
+    that last collection alone took ~2.8 s of its exit. The memory goes back to the OS as
+    ever; objects are still finalised as their modules are torn down."""
+    gc.freeze()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import RidgeCV
 
 from fairl.metrics import starc
 
@@ -45,6 +44,8 @@ def oracle_starc(train, test, alphas: np.ndarray = ALPHAS) -> OracleFit:
     h_test, gt_test, groups = _outputs(test)
     if h_train.shape[1] != h_test.shape[1]:
         raise ValueError(f"train has d={h_train.shape[1]}, test has d={h_test.shape[1]}")
+    from sklearn.linear_model import RidgeCV  # heavy (~1 s with scipy.stats): here, not at import
+
     model = RidgeCV(alphas=alphas).fit(h_train, gt_train)
     distance = starc(model.predict(h_test), gt_test, groups)
     return OracleFit(starc=distance, alpha=float(model.alpha_), coef=model.coef_.copy(),

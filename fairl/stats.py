@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
-from statsmodels.stats.multitest import multipletests
 
 Rewards = tuple[np.ndarray, np.ndarray]  # (R_T, R_NT), each (S, n): seed s, pair i
 
@@ -365,6 +363,8 @@ def _counts(draws: np.ndarray, size: int) -> np.ndarray:
 def minimum_detectable_effect(se: float, alpha: float = 0.05, power: float = 0.80) -> float:
     """(z_{1−α/2} + z_power)·SE: the smallest true |difference| that a two-sided z-test at
     level α finds with that power (Cohen 1988, ch. 12)."""
+    from scipy.stats import norm  # heavy (~1.5 s with statsmodels): loaded where a verdict is
+
     return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
 
 
@@ -375,6 +375,8 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
         raise ValueError(f"p_values must be one-dimensional, got shape {p_values.shape}")
     if len(p_values) == 0:
         return p_values.copy()
+    from statsmodels.stats.multitest import multipletests  # heavy: see minimum_detectable_effect
+
     return multipletests(p_values, method="holm")[1]
 
 

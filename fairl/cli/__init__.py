@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> None:
+    """The `fairl` command (console script and `python -m fairl`): main(), then exit."""
+    from fairl.process import skip_exit_collection
+
+    try:
+        code = main()
+    finally:
+        skip_exit_collection()
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from fairl.outage import StoreUnreachable
-from fairl.process import die_with_parent, interrupt_on_sigterm
+from fairl.process import die_with_parent, interrupt_on_sigterm, skip_exit_collection
 from fairl.study.runner import WorkerContext, work
 
 
@@ -23,6 +23,7 @@ def main() -> None:
     with interrupt_on_sigterm(sigint=True) as signals:  # Ctrl-C reaches the workers too
         try:
             work(context)
+            skip_exit_collection()
         except KeyboardInterrupt:
             sys.exit(128 + (signals[0] if signals else signal.SIGINT))
         except StoreUnreachable as error:  # its trial is left to the launcher's reap
