@@ -3,8 +3,9 @@
 fairl.study.runner.work hands a study with batch K > 1 to `work_batched`: under the study
 lock it reaps, counts and asks Optuna for up to K trials (TPE with constant_liar, so the K
 differ; near the end its share of the trials left, `batch_size`), each with its worker
-recorded before the lock is released; outside it, it starts their MLflow runs and fits every seed of every trial with fairl.irl.fit_many (heads on the
-same training pairs share one pass). A logging thread then writes each trial's run whole
+recorded before the lock is released; outside it, it starts their MLflow runs and fits
+every seed of every trial with fairl.irl.fit_many (heads on the same training pairs share one
+pass). A logging thread then writes each trial's run whole
 (fairl.study.trial.finish_trial) and only then tells Optuna, while the main thread fits the
 next batch. Pruning acts per trial: its seeds' heads share a SideBySideMonitor (reported at
 round t + 1) and end together; the other heads go on. Nothing is lost: a killed worker's
