@@ -7,19 +7,21 @@ and one more every head's base-path gradient, G D with G (K, n) the loss gradien
 schedules, generator (init, S_t draws, minibatch order: the draws of an unbatched fit),
 failure sets, optimiser state and divergence check; the failure head's gradient comes from
 its sampled rows alone (D[S_t]ᵀ g_S: a large S_t as a dense row of G in the backward product,
-a small one by its gathered rows; ops.dense_share). A head that ends (its last round, a
-divergence, an error from its monitor) leaves the pass; the others go on. Minibatch heads
-(batch_size set) draw their own row order, so each runs in a pass of its own. fit() is the
-K = 1 case.
+a small one by its gathered rows; ops.dense_share). Where the hinge heads need few rows (a
+hinge has no gradient past its margin: most pairs of a separable world after a few rounds),
+the backward product runs on those rows alone (ops.sparse_share). A head that ends (its
+last round, a divergence, an error from its monitor) leaves the pass; the others go on.
+Minibatch heads (batch_size set) draw their own row order, so each runs in a pass of its
+own. fit() is the K = 1 case.
 
 Arrays: numpy on the CPU (OpenBLAS's products; AMD EPYC, 2 cores: a matrix-vector product
 at 20 000 x 768 took 0.95 ms against torch's MKL 3.3 ms, and at 32 heads numpy's GEMMs per
 head were 0.2-0.25x of one head's pair of products), torch on other devices (fairl.irl.ops's
 `NumpyOps` and `TorchOps`: the same code). Up to GEMV_HEADS heads, numpy takes one
 matrix-vector product per head instead of a GEMM: OpenBLAS ran a GEMM of 2-4 rows 2-3x
-slower than as many matrix-vector products (9 243 x 384, 2 threads). A product of K heads rounds differently
-from K products of one (other kernels and blocking), so a head's numbers in a batch are those
-of its unbatched fit within float32 rounding (tests/irl/test_batch.py), not bit for bit.
+slower than as many matrix-vector products (9 243 x 384, 2 threads). A product of K heads
+rounds differently from K products of one (other kernels and blocking), so a head's
+numbers in a batch are those of its unbatched fit within float32 rounding (tests/irl/test_batch.py), not bit for bit.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class _Pass:
             self.ensemble = ops.from_torch(torch.stack(masks), device)
         self.live = np.arange(K)  # slots of the heads still in the pass
         self.row_buffer = None  # D[S_t]'s rows, reused round after round (ops.rows)
+        self.support_buffer = None  # D[U]'s rows (_sparse_backward)
         self._constants()
         self.optimiser = Optimiser([c.optimizer for c in self.configs],
                                    [c.lr for c in self.configs], self.W, ops)
@@ -234,33 +237,70 @@ class _Pass:
         fail, n_sampled, sampled = self._failure_terms(margins, failures, n_failures, lam, p,
                                                        b, grads)
         grad = self.grad  # (H, 2, d), written whole below
-        # The failure head learns from its sampled rows only, D[S_t]ᵀ g_S: a large S_t as a
-        # dense row of G (zero off S_t) in the backward product, a small one by its rows.
-        share = ops.dense_share(len(live)) * b
-        dense = [item for item in sampled if len(item[1]) >= share]
-        gathered = [item for item in sampled if len(item[1]) < share]
-        if dense:
-            G = self._dense_block(grads, dense)
-            out = ops.gradient(G, D, ops.zeros((len(G), D.shape[1]), W))  # the one backward
-            grad[:, 0] = out[:len(live)]
-        else:
-            ops.gradient(grads, D, grad[:, 0])  # the one backward product
         if self.dual:
             grad[:, 1] = self.alpha2 * W[:, 1]  # ∂(α‖θ_F‖²)/∂θ_F = 2α θ_F
             l2 = ops.host(self.alpha[:, 0] * ops.vecdot(W[:, 1], W[:, 1]))
         else:
             l2 = 0.0  # and grad[:, 1] stays 0
-        if dense:
-            heads = ops.index([h for h, _, _ in dense], self.device)
-            grad[heads, 1] += out[len(live):]
-        for h, pairs, g in gathered:
-            block, self.row_buffer = ops.rows(D, pairs, self.row_buffer)
-            grad[h, 1] += g @ block
+        if not self._sparse_backward(D, grads, sampled, grad):
+            self._backward(D, grads, sampled, grad)
         self.optimiser.step(W, grad)
         # this step's (base, fail, l2) losses: a view into the history while no head has ended
         terms = self.losses[t, s] if self.all_live else np.empty((len(live), 3), np.float32)
         terms[:, 0], terms[:, 1], terms[:, 2] = ops.host(base), fail, l2
         self._record(t, s, rows, margins, sums, failures, n_failures, n_sampled, terms, lam)
+
+    def _backward(self, D, grads, sampled, grad) -> None:
+        """grad[:, 0] = G D, the one backward product; the failure heads' D[S_t]ᵀ g_S added
+        to grad[:, 1]: a large S_t as a dense row of G (zero off S_t), a small one by its
+        gathered rows (ops.dense_share)."""
+        ops, H = self.ops, len(grads)
+        share = ops.dense_share(H) * len(D)
+        dense = [item for item in sampled if len(item[1]) >= share]
+        if dense:
+            G = self._dense_block(grads, dense)
+            out = ops.gradient(G, D, ops.zeros((len(G), D.shape[1]), grads))
+            grad[:, 0] = out[:H]
+            grad[ops.index([h for h, _, _ in dense], self.device), 1] += out[H:]
+        else:
+            ops.gradient(grads, D, grad[:, 0])
+        for h, pairs, g in sampled:
+            if len(pairs) < share:
+                block, self.row_buffer = ops.rows(D, pairs, self.row_buffer)
+                grad[h, 1] += g @ block
+
+    def _sparse_backward(self, D, grads, sampled, grad) -> bool:
+        """The backward product over the rows some hinge head (or S_t) needs, if they are few
+        (under ops.sparse_share of the step's rows); False (nothing done) otherwise.
+
+        The hinge max(0, M - Δ) has no gradient on a pair past its margin, so its heads' rows
+        of G are zero there: on a separable world most pairs after the first rounds (planted
+        9 243 x 384: 3-10 % of the pairs active from round 10 on), on the default world none
+        (60-100 % active). Those rows and every head's S_t are gathered once, U, and one small
+        product G[:, U] D[U] gives the hinge heads' θ_D and all failure heads' θ_F gradients;
+        max-entropy heads (no zeros) take theirs over all of D."""
+        ops, m, H = self.ops, self.max_margin, len(grads)
+        share = ops.sparse_share(H) if m else 0.0
+        if not share:
+            return False
+        used = grads[0] != 0 if m == 1 else (grads[:m] != 0).any(0)
+        for _, pairs, _ in sampled:
+            used[pairs] = True
+        if ops.count(used) > share * len(D):
+            return False
+        support = ops.nonzero(used)  # U, ascending
+        block, self.support_buffer = ops.rows(D, support, self.support_buffer)
+        G = ops.zeros((m + len(sampled), len(support)), grads)
+        G[:m] = grads[:m, support]
+        for row, (_, pairs, g) in enumerate(sampled, m):
+            G[row, ops.searchsorted(support, pairs)] = g
+        out = ops.gradient(G, block, ops.zeros((len(G), D.shape[1]), grads))
+        grad[:m, 0] = out[:m]
+        if m < H:
+            ops.gradient(grads[m:], D, grad[m:, 0])
+        for row, (h, _, _) in enumerate(sampled, m):
+            grad[h, 1] += out[row]
+        return True
 
     def _dense_block(self, grads, dense):
         """[grads; one row per dense head with its λ_t ∂L_fail/∂Δ on S_t, zero elsewhere]."""
@@ -304,14 +344,23 @@ class _Pass:
         lengths = np.array([len(pairs) for pairs in chosen], np.int64)
         sizes[heads] = lengths
         # The failure loss sees R = R_D + R_F: the same Δ; strict constants, weight λ_t.
-        values = margins.reshape(-1)[ops.concat(chosen)]
-        each = self.strict_values[heads], lam[heads] / lengths  # per head: constant, weight
-        strict, weight = (ops.tensor(np.repeat(v, lengths), values) for v in each)
-        cut = int(lengths[:np.searchsorted(heads, self.max_margin)].sum())  # hinge pairs first
-        hinge = hinge_pair_terms(values[:cut], strict[:cut], weight[:cut], ops)
-        logistic = logistic_pair_terms(values[cut:], strict[cut:], weight[cut:], ops)
-        losses, g = (ops.concat(parts) for parts in zip(hinge, logistic))
-        fail[heads] = ops.segment_sums(losses, lengths) / lengths  # each head's mean
+        if len(budgets) == 1:  # one head's S_t: its constants as numbers (a single fit)
+            (h, _, c), = budgets
+            values = margins.reshape(-1)[chosen[0]]
+            terms = hinge_pair_terms if c.objective == "max_margin" else logistic_pair_terms
+            strict, weight = (ops.tensor(v, values) for v in (self.strict_values[h],
+                                                                  lam[h] / lengths[0]))
+            losses, g = terms(values, strict, weight, ops)  # float32, as the margins
+            fail[h] = losses.sum() / lengths[0]
+        else:
+            values = margins.reshape(-1)[ops.concat(chosen)]
+            each = self.strict_values[heads], lam[heads] / lengths  # per head: constant, weight
+            strict, weight = (ops.tensor(np.repeat(v, lengths), values) for v in each)
+            cut = int(lengths[:np.searchsorted(heads, self.max_margin)].sum())  # hinge first
+            hinge = hinge_pair_terms(values[:cut], strict[:cut], weight[:cut], ops)
+            logistic = logistic_pair_terms(values[cut:], strict[cut:], weight[cut:], ops)
+            losses, g = (ops.concat(parts) for parts in zip(hinge, logistic))
+            fail[heads] = ops.segment_sums(losses, lengths) / lengths  # each head's mean
         sampled, offset = [], 0
         for (h, _, c), flat_pairs in zip(budgets, chosen):
             pairs = flat_pairs - h * b

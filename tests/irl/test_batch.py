@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fairl.data.planted import PlantedConfig, make_planted
-from fairl.irl import FitConfig, FitDiverged, fit, fit_many
-from fairl.irl.batch import TorchOps
+from fairl.irl import FitConfig, FitDiverged, batch, fit, fit_many
+from fairl.irl.ops import NumpyOps, TorchOps
 
 # Both objectives, every failure mode, both budgets and samplings, the optimisers, minibatches.
 HEADS = [
@@ -74,6 +74,58 @@ def test_the_torch_path_gives_the_numpy_paths_numbers(train):
                            ops=TorchOps)
     for head, ours, theirs in zip(HEADS, torch_heads, numpy_heads):
         _same(ours, theirs, head)
+
+
+# Hinge heads that reach few active pairs on a separable world, with every kind of failure
+# row (small and large S_t, into θ_F or θ_D) and, in a batch, a max-entropy head beside them.
+SPARSE_HEADS = [
+    {"failure_mode": "none", "dual_path": False},
+    {},
+    {"failure_mode": "ground_truth", "seed": 1},
+    {"fail_grad_to_base": True},
+    {"dual_path": False},  # reweighting: the failure gradient moves θ_D alone
+    {"failure_budget": "of_batch", "failure_sampling": "hardest", "p0": 1.0, "p_end": 1.0},
+    {"batch_size": 500, "seed": 2},
+    {"objective": "max_entropy"},
+]
+
+
+class _DenseOps(NumpyOps):
+    """NumpyOps with the backward product always over every row."""
+
+    @staticmethod
+    def sparse_share(heads: int) -> float:
+        return 0.0
+
+
+@pytest.fixture
+def sparse_steps(monkeypatch):
+    """The outcomes of _Pass._sparse_backward (True: the product ran on the gathered rows)."""
+    taken, real = [], batch._Pass._sparse_backward
+
+    def spy(self, *args):
+        taken.append(real(self, *args))
+        return taken[-1]
+
+    monkeypatch.setattr(batch._Pass, "_sparse_backward", spy)
+    return taken
+
+
+@pytest.mark.parametrize("heads", ["alone", "batched"])
+def test_the_backward_on_the_hinges_active_rows_gives_the_dense_numbers(heads, sparse_steps):
+    """On a separable world the hinge heads' backward runs on the rows they need (tried:
+    sparse_share's branch taken), and every head equals the all-rows product's."""
+    train = make_planted(PlantedConfig(n_train=2000, n_test=2, d=64, seed=5)).train
+    configs = [FitConfig(rounds=40, lr=0.2, **head) for head in SPARSE_HEADS]
+    groups = [[c] for c in configs] if heads == "alone" else [configs]
+    for group in groups:
+        before = len(sparse_steps)
+        ours = fit_many(train.h_T, train.h_NT, group, train.gt_T, train.gt_NT)
+        if group[0].objective == "max_margin":
+            assert sum(sparse_steps[before:]) >= 10, group  # of 40 (160 minibatch) steps
+        dense = fit_many(train.h_T, train.h_NT, group, train.gt_T, train.gt_NT, ops=_DenseOps)
+        for config, a, b in zip(group, ours, dense):
+            _same(a, b, config)
 
 
 class _StopAt:
