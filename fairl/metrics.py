@@ -14,10 +14,11 @@ def classification_metrics(r_T: np.ndarray, r_NT: np.ndarray) -> dict[str, float
 
     Counted here rather than by sklearn.metrics (whose input checks cost ~15 ms a call, a
     fifth of a default-world trial's fits); tests/test_metrics.py checks they agree.
-    ROC-AUC is the Mann-Whitney statistic: mid-ranks of all scores, ties counted half.
+    ROC-AUC is the Mann-Whitney statistic, U / n²: per aligned score, the base scores below it
+    and half those equal to it, counted by binary search in both sorted score lists (9 243
+    pairs: 1.0 ms against 4.5 ms for scipy's mid-ranks; U is a sum of halves, exact in float64
+    either way, so the two give the same number). Any NaN score makes it NaN.
     """
-    from scipy.stats import rankdata  # heavy (~0.3 s): loaded at the first evaluation
-
     r_T = np.asarray(r_T, dtype=np.float64)
     r_NT = np.asarray(r_NT, dtype=np.float64)
     if r_T.shape != r_NT.shape or r_T.ndim != 1 or len(r_T) == 0:
@@ -26,8 +27,11 @@ def classification_metrics(r_T: np.ndarray, r_NT: np.ndarray) -> dict[str, float
     threshold = (r_T.mean() + r_NT.mean()) / 2
     true_pos = int(np.count_nonzero(r_T > threshold))  # aligned outputs labelled aligned
     false_pos = int(np.count_nonzero(r_NT > threshold))
-    ranks = rankdata(np.concatenate([r_T, r_NT]))
-    auc = (ranks[:n].sum() - n * (n + 1) / 2) / (n * n)
+    aligned, base = np.sort(r_T), np.sort(r_NT)
+    below_or_tied = np.searchsorted(base, aligned, "left").sum() \
+        + np.searchsorted(base, aligned, "right").sum()  # 2U
+    nan = np.isnan(aligned[-1]) or np.isnan(base[-1])  # np.sort puts NaN last
+    auc = float("nan") if nan else below_or_tied / 2 / (n * n)
     return {
         "accuracy": (true_pos + n - false_pos) / (2 * n),
         "f1": 2 * true_pos / (2 * true_pos + false_pos + (n - true_pos)) if true_pos else 0.0,

@@ -82,3 +82,17 @@ def test_classification_metrics_equal_sklearn_with_ties(rng, shift):
     assert metrics["f1"] == pytest.approx(f1_score(labels, predicted, zero_division=0),
                                           abs=1e-12)
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_roc_auc_is_the_mid_rank_statistic_exactly_and_nan_with_a_nan_score(rng):
+    """The binary-search count gives scipy's mid-rank U bit for bit (ties, +inf ties included)."""
+    from scipy.stats import rankdata
+
+    r_T = np.round(rng.standard_normal(500) * 3) / 3
+    r_NT = np.round(rng.standard_normal(500) * 3) / 3
+    r_T[:3], r_NT[:2] = np.inf, np.inf  # tied at +inf
+    ranks = rankdata(np.concatenate([r_T, r_NT]))
+    mid_ranks = (ranks[:500].sum() - 500 * 501 / 2) / 500**2
+    assert classification_metrics(r_T, r_NT)["roc_auc"] == mid_ranks
+    r_NT[7] = np.nan
+    assert np.isnan(classification_metrics(r_T, r_NT)["roc_auc"])
