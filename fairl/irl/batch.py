@@ -45,6 +45,7 @@ from fairl.irl.result import (
     column_sums,
     difference_matrix,
     init_heads,
+    transposed,
 )
 from fairl.irl.schedules import gamma_schedule, lambda_schedule, p_schedule
 
@@ -102,7 +103,10 @@ class _Pass:
         self.monitors = [monitors[i] for i in self.order]
         self.ops, self.device = ops, device
         self.n, d = diffs.shape
-        self.D = ops.from_torch(diffs, device)  # (n, d)
+        self.D = ops.from_torch(diffs, device)  # (n, d): its rows are gathered
+        # Dᵀ (d, n) for the full products (ops.columns), kept with a reused D on the CPU
+        self.DT = transposed(diffs) if issubclass(ops, NumpyOps) \
+            else ops.columns(self.D)
         self.gt_positive = None if gt_margins is None else ops.from_torch(
             torch.from_numpy(gt_margins > 0), device)
         K = len(self.configs)
@@ -205,11 +209,12 @@ class _Pass:
         ops, live, W = self.ops, self.live, self.W
         full = isinstance(rows, slice)
         D = self.D if full else self.D[rows]
+        DT = self.DT if full else ops.columns(D)
         b = len(D)
         at = slice(None) if self.all_live else live  # the live heads' rows of per-head arrays
         lam, p = self.schedule[t, at, 1], self.schedule[t, at, 2]
         theta = W[:, 0] + W[:, 1]  # (H, d): both heads see Δ = D (θ_D + θ_F)
-        margins = ops.margins(theta, D)  # (H, b): the one forward product
+        margins = ops.margins(theta, DT)  # (H, b): the one forward product
         sums = theta @ self.column_sums if full else margins.sum(1)
         failures = None
         if self.failing:
@@ -242,15 +247,15 @@ class _Pass:
             l2 = ops.host(self.alpha[:, 0] * ops.vecdot(W[:, 1], W[:, 1]))
         else:
             l2 = 0.0  # and grad[:, 1] stays 0
-        if not self._sparse_backward(D, grads, sampled, grad):
-            self._backward(D, grads, sampled, grad)
+        if not self._sparse_backward(D, DT, grads, sampled, grad):
+            self._backward(D, DT, grads, sampled, grad)
         self.optimiser.step(W, grad)
         # this step's (base, fail, l2) losses: a view into the history while no head has ended
         terms = self.losses[t, s] if self.all_live else np.empty((len(live), 3), np.float32)
         terms[:, 0], terms[:, 1], terms[:, 2] = ops.host(base), fail, l2
         self._record(t, s, rows, margins, sums, failures, n_failures, n_sampled, terms, lam)
 
-    def _backward(self, D, grads, sampled, grad) -> None:
+    def _backward(self, D, DT, grads, sampled, grad) -> None:
         """grad[:, 0] = G D, the one backward product; the failure heads' D[S_t]ᵀ g_S added
         to grad[:, 1]: a large S_t as a dense row of G (zero off S_t), a small one by its
         gathered rows (ops.dense_share)."""
@@ -259,17 +264,17 @@ class _Pass:
         dense = [item for item in sampled if len(item[1]) >= share]
         if dense:
             G = self._dense_block(grads, dense)
-            out = ops.gradient(G, D, ops.zeros((len(G), D.shape[1]), grads))
+            out = ops.gradient(G, DT, ops.zeros((len(G), D.shape[1]), grads))
             grad[:, 0] = out[:H]
             grad[ops.index([h for h, _, _ in dense], self.device), 1] += out[H:]
         else:
-            ops.gradient(grads, D, grad[:, 0])
+            ops.gradient(grads, DT, grad[:, 0])
         for h, pairs, g in sampled:
             if len(pairs) < share:
                 block, self.row_buffer = ops.rows(D, pairs, self.row_buffer)
                 grad[h, 1] += g @ block
 
-    def _sparse_backward(self, D, grads, sampled, grad) -> bool:
+    def _sparse_backward(self, D, DT, grads, sampled, grad) -> bool:
         """The backward product over the rows some hinge head (or S_t) needs, if they are few
         (under ops.sparse_share of the step's rows); False (nothing done) otherwise.
 
@@ -294,10 +299,10 @@ class _Pass:
         G[:m] = grads[:m, support]
         for row, (_, pairs, g) in enumerate(sampled, m):
             G[row, ops.searchsorted(support, pairs)] = g
-        out = ops.gradient(G, block, ops.zeros((len(G), D.shape[1]), grads))
+        out = ops.row_gradient(G, block, ops.zeros((len(G), D.shape[1]), grads))
         grad[:m, 0] = out[:m]
         if m < H:
-            ops.gradient(grads[m:], D, grad[m:, 0])
+            ops.gradient(grads[m:], DT, grad[m:, 0])
         for row, (h, _, _) in enumerate(sampled, m):
             grad[h, 1] += out[row]
         return True

@@ -137,6 +137,18 @@ def column_sums(diffs: torch.Tensor) -> np.ndarray:
     return sums
 
 
+def transposed(diffs: torch.Tensor) -> np.ndarray:
+    """Dᵀ (d, n) as a C-contiguous float32 array, kept with a reused D like column_sums (the
+    CPU fit's products run on it: fairl.irl.ops.NumpyOps.columns)."""
+    cached = _derived(diffs)
+    if cached is not None and "transposed" in cached:
+        return cached["transposed"]
+    columns = np.ascontiguousarray(diffs.numpy().T)
+    if cached is not None:
+        cached["transposed"] = columns
+    return columns
+
+
 def _derived(diffs: torch.Tensor) -> dict | None:
     """What is kept with a reused D (one of _DIFFS), or None for a D built for one fit."""
     for entry in _DIFFS.values():
