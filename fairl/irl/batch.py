@@ -21,7 +21,9 @@ head were 0.2-0.25x of one head's pair of products), torch on other devices (fai
 matrix-vector product per head instead of a GEMM: OpenBLAS ran a GEMM of 2-4 rows 2-3x
 slower than as many matrix-vector products (9 243 x 384, 2 threads). A product of K heads
 rounds differently from K products of one (other kernels and blocking), so a head's
-numbers in a batch are those of its unbatched fit within float32 rounding (tests/irl/test_batch.py), not bit for bit.
+numbers in a batch are those of its unbatched fit within float32 rounding
+(tests/irl/test_batch.py), not bit for bit. The products run on Dᵀ stored C-contiguous,
+the layout OpenBLAS multiplies fastest here (ops.NumpyOps); rows are gathered from D.
 """
 
 from __future__ import annotations
